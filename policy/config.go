@@ -1,0 +1,191 @@
+// Package policy is the operator's configuration: loading the YAML file,
+// ${ENV} expansion, defaults and validation, and the compiled rules the
+// gateway follows — routes, rate limits, breakers and retry backoff.
+package policy
+
+import (
+	"time"
+)
+
+// Config is a loaded, defaulted and validated configuration. It is not
+// modified after Load returns.
+type Config struct {
+	Server     Server             `yaml:"server"`
+	Redis      Redis              `yaml:"redis"`
+	Delivery   Delivery           `yaml:"delivery"`
+	Dedup      Dedup              `yaml:"dedup"`
+	History    History            `yaml:"history"`
+	TenantsDir string             `yaml:"tenants_dir"`
+	Tenants    map[string]*Tenant `yaml:"tenants"`
+
+	// File is the path Load read.
+	File string `yaml:"-"`
+
+	lines map[string]pos
+}
+
+// Server is the HTTP side of the gateway.
+type Server struct {
+	// Listen is the carrier-facing address (default ":8080").
+	Listen string `yaml:"listen"`
+	// AdminListen serves the admin API and /metrics (default "127.0.0.1:9090").
+	AdminListen string `yaml:"admin_listen"`
+	// AdminToken grants the admin API over every tenant; empty: none.
+	AdminToken string `yaml:"admin_token" secret:"true"`
+	// PublicBaseURL is the scheme://host[:port] prefix carriers call, used to
+	// rebuild the signed URL behind proxies. Empty: taken from the request.
+	PublicBaseURL string `yaml:"public_base_url"`
+	// TrustedProxies are CIDRs whose X-Forwarded-Proto/Host are believed.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MaxBodyBytes caps a callback's body (default 1 MiB); larger gets 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// Redis is where events are stored.
+type Redis struct {
+	// URL of the Redis server; empty starts the embedded, non-durable store.
+	URL string `yaml:"url" secret:"true"`
+}
+
+// Delivery holds the settings every destination inherits; a destination may
+// override each of them.
+type Delivery struct {
+	// AllowPrivateNetworks permits deliveries to loopback, private,
+	// link-local and metadata addresses (default false: refused at dial).
+	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
+	DestinationSettings  `yaml:",inline"`
+}
+
+// DestinationSettings are the delivery settings a destination inherits from
+// delivery: and may override.
+type DestinationSettings struct {
+	// Timeout bounds one delivery attempt (default 10s).
+	Timeout Duration `yaml:"timeout"`
+	// MaxInFlight caps concurrent attempts per destination (default 16).
+	MaxInFlight int     `yaml:"max_in_flight"`
+	Retry       Retry   `yaml:"retry"`
+	Rate        Rate    `yaml:"rate"`
+	Breaker     Breaker `yaml:"breaker"`
+}
+
+// Retry is the backoff policy: the n-th retry waits a random time in
+// [d/2, d], d = min(Max, Initial·2^(n−1)).
+type Retry struct {
+	Initial Duration `yaml:"initial"`
+	Max     Duration `yaml:"max"`
+	// MaxAttempts counts every attempt, the first included.
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxAge dead-letters a job this long after its event arrived.
+	MaxAge Duration `yaml:"max_age"`
+}
+
+// Rate is a token bucket; PerSecond 0 means unlimited.
+type Rate struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
+}
+
+// Unlimited reports whether the rate imposes no limit.
+func (r Rate) Unlimited() bool { return r.PerSecond <= 0 }
+
+// Breaker configures a destination's circuit breaker.
+type Breaker struct {
+	FailureRatio float64  `yaml:"failure_ratio"`
+	MinRequests  int      `yaml:"min_requests"`
+	OpenFor      Duration `yaml:"open_for"`
+	Interval     Duration `yaml:"interval"`
+	Probes       int      `yaml:"probes"`
+}
+
+// Dedup configures how long carrier retries are remembered.
+type Dedup struct {
+	TTL Duration `yaml:"ttl"`
+}
+
+// History configures how long delivered events are kept for lookup.
+type History struct {
+	Retention Duration `yaml:"retention"`
+}
+
+// Tenant is one customer of the gateway: its carrier sources, its
+// destinations and the routes between them.
+type Tenant struct {
+	ID           string                  `yaml:"-"`
+	AdminToken   string                  `yaml:"admin_token" secret:"true"`
+	IngressRate  Rate                    `yaml:"ingress_rate"`
+	DeliveryRate Rate                    `yaml:"delivery_rate"`
+	History      History                 `yaml:"history"`
+	Sources      map[string]*Source      `yaml:"sources"`
+	Destinations map[string]*Destination `yaml:"destinations"`
+	Routes       []*Route                `yaml:"routes"`
+
+	// File is where the tenant was defined.
+	File string `yaml:"-"`
+}
+
+// Source is one carrier account calling POST /hooks/{tenant}/{source}.
+type Source struct {
+	ID              string   `yaml:"-"`
+	Carrier         string   `yaml:"carrier"`
+	Secret          string   `yaml:"secret" secret:"true"`
+	SignatureMethod string   `yaml:"signature_method"`
+	PublicKey       string   `yaml:"public_key"`
+	Username        string   `yaml:"username"`
+	Password        string   `yaml:"password" secret:"true"`
+	TopicARNs       []string `yaml:"topic_arns"`
+	AutoConfirm     bool     `yaml:"auto_confirm"`
+	URLToken        string   `yaml:"url_token" secret:"true"`
+	AllowedIPs      []string `yaml:"allowed_ips"`
+	Header          string   `yaml:"header"`
+	Algorithm       string   `yaml:"algorithm"`
+	Encoding        string   `yaml:"encoding"`
+	Prefix          string   `yaml:"prefix"`
+	ReplayWindow    Duration `yaml:"replay_window"`
+}
+
+// Formats a destination may receive.
+const (
+	FormatNormalized = "normalized"
+	FormatRaw        = "raw"
+	FormatTwilio     = "twilio"
+)
+
+// Destination is one application endpoint of a tenant.
+type Destination struct {
+	ID  string `yaml:"-"`
+	URL string `yaml:"url"`
+	// Secret holds the whsec_… signing secrets; several allow rotation.
+	Secret StringList `yaml:"secret" secret:"true"`
+	// Format is normalized (default), raw or twilio.
+	Format           string `yaml:"format"`
+	TwilioAccountSID string `yaml:"twilio_account_sid"`
+	TwilioAuthToken  string `yaml:"twilio_auth_token" secret:"true"`
+
+	DestinationSettings `yaml:",inline"`
+}
+
+// Route sends matching events to destinations.
+type Route struct {
+	Match *Match   `yaml:"match"`
+	To    []string `yaml:"to"`
+	// Continue lets later routes also take an event this route took.
+	Continue bool `yaml:"continue"`
+
+	// Line is where the route starts in its file.
+	Line int    `yaml:"-"`
+	File string `yaml:"-"`
+}
+
+// Match holds a route's conditions; every non-empty one must hold.
+type Match struct {
+	Types []string `yaml:"types"`
+}
+
+// Duration is a time.Duration written as a Go duration ("250ms", "2h").
+type Duration time.Duration
+
+// D returns the duration as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// StringList is a YAML string or list of strings.
+type StringList []string

@@ -1,0 +1,283 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	switchboard "github.com/switchboard-gw/switchboard"
+)
+
+const secret = "whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE="
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func mustLoad(t *testing.T, body string, vars map[string]string) *Config {
+	t.Helper()
+	p := writeFile(t, t.TempDir(), "sb.yaml", body)
+	cfg, err := LoadEnv(p, env(vars))
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	return cfg
+}
+
+func loadErrors(t *testing.T, body string, vars map[string]string) (string, Errors) {
+	t.Helper()
+	p := writeFile(t, t.TempDir(), "sb.yaml", body)
+	_, err := LoadEnv(p, env(vars))
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("err = %v, want policy.Errors", err)
+	}
+	return p, errs
+}
+
+const good = `
+delivery:
+  timeout: 5s
+  retry: {initial: 2s, max: 1m, max_attempts: 7}
+tenants:
+  acme:
+    sources:
+      tw:
+        carrier: twilio
+        secret: ${TW_TOKEN}
+    destinations:
+      crm:
+        url: https://crm.example.com/hooks
+        secret: ` + secret + `
+        retry: {initial: 1s, max_attempts: 3}
+      audit:
+        url: https://audit.example.com/hooks
+        secret: [` + secret + `, ` + secret + `]
+        timeout: 2s
+    routes:
+      - match: {types: [message.received]}
+        to: [crm]
+      - to: [audit]
+`
+
+func TestLoadDefaultsAndOverrides(t *testing.T) {
+	cfg := mustLoad(t, good, map[string]string{"TW_TOKEN": "tok"})
+	acme := cfg.Tenants["acme"]
+	if got := acme.Sources["tw"].Secret; got != "tok" {
+		t.Errorf("secret = %q, want expanded tok", got)
+	}
+	crm, audit := acme.Destinations["crm"], acme.Destinations["audit"]
+	if crm.Retry.Initial.D() != time.Second || crm.Retry.MaxAttempts != 3 {
+		t.Errorf("crm retry = %+v, want initial 1s, max_attempts 3", crm.Retry)
+	}
+	if crm.Retry.Max.D() != time.Minute {
+		t.Errorf("crm retry.max = %v, want 1m inherited from delivery", crm.Retry.Max.D())
+	}
+	if crm.Retry.MaxAge.D() != 24*time.Hour {
+		t.Errorf("crm retry.max_age = %v, want built-in default 24h", crm.Retry.MaxAge.D())
+	}
+	if crm.Timeout.D() != 5*time.Second || audit.Timeout.D() != 2*time.Second {
+		t.Errorf("timeouts = %v, %v, want 5s (inherited), 2s", crm.Timeout.D(), audit.Timeout.D())
+	}
+	if audit.Retry.MaxAttempts != 7 {
+		t.Errorf("audit max_attempts = %d, want 7 from delivery", audit.Retry.MaxAttempts)
+	}
+	if len(audit.Secret) != 2 || len(crm.Secret) != 1 {
+		t.Errorf("secrets = %d, %d, want 2 and 1", len(audit.Secret), len(crm.Secret))
+	}
+	if crm.Format != FormatNormalized {
+		t.Errorf("format = %q, want normalized", crm.Format)
+	}
+	if cfg.Dedup.TTL.D() != 24*time.Hour {
+		t.Errorf("dedup ttl = %v, want 24h", cfg.Dedup.TTL.D())
+	}
+	if cfg.Delivery.AllowPrivateNetworks {
+		t.Error("allow_private_networks defaults to true, want false")
+	}
+	tn, s, d, r := cfg.Counts()
+	if tn != 1 || s != 1 || d != 2 || r != 2 {
+		t.Errorf("counts = %d %d %d %d, want 1 1 2 2", tn, s, d, r)
+	}
+}
+
+func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
+	body := `server:
+  listen: ":8080"
+  bogus: 1
+delivery:
+  timeout: 5x
+tenants:
+  acme:
+    sources:
+      tw:
+        carrier: twilio
+        secret: ${MISSING_TOKEN}
+    destinations:
+      crm:
+        url: ftp://nope
+        secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=
+    routes:
+      - to: [crm, ghost]
+`
+	p, errs := loadErrors(t, body, nil)
+	want := []string{
+		p + ":3: server.bogus: unknown key",
+		p + `:5: delivery.timeout: "5x" is not a duration`,
+		p + ":11: tenants.acme.sources.tw.secret: environment variable MISSING_TOKEN is not set",
+	}
+	got := errs.Error()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("errors lack %q; got:\n%s", w, got)
+		}
+	}
+	if !strings.Contains(got, p+`:17: tenants.acme.routes[0].to[1]: destination "ghost" is not defined`) {
+		t.Errorf("validation errors are missing beside the decoding errors:\n%s", got)
+	}
+	if strings.Count(got, "delivery.timeout") != 1 || strings.Contains(got, "sources.tw.secret: is required") {
+		t.Errorf("a key with a decoding error is reported twice:\n%s", got)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	body := `tenants:
+  acme:
+    sources:
+      tw:
+        carrier: twilio
+      vz:
+        carrier: nokia
+    destinations:
+      crm:
+        url: ftp://nope
+        secret: not-a-whsec-secret-value
+        format: xml
+      tw2:
+        url: https://x.example.com
+        secret: ` + secret + `
+        format: twilio
+        retry: {max_attempts: 0}
+    routes:
+      - to: [crm, ghost]
+      - to: []
+`
+	p, errs := loadErrors(t, body, nil)
+	got := errs.Error()
+	for _, w := range []string{
+		p + ":4: tenants.acme.sources.tw.secret: is required for carrier twilio",
+		p + `:7: tenants.acme.sources.vz.carrier: unknown carrier "nokia"`,
+		p + ":10: tenants.acme.destinations.crm.url: must be an absolute http(s) URL",
+		p + ":11: tenants.acme.destinations.crm.secret: must start with whsec_",
+		p + `:12: tenants.acme.destinations.crm.format: "xml" is not one of`,
+		p + ":13: tenants.acme.destinations.tw2.twilio_auth_token: is required for format twilio",
+		p + ":17: tenants.acme.destinations.tw2.retry.max_attempts: must be at least 1",
+		p + `:19: tenants.acme.routes[0].to[1]: destination "ghost" is not defined in tenant acme`,
+		p + ":20: tenants.acme.routes[1].to: must name at least one destination",
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("errors lack %q; got:\n%s", w, got)
+		}
+	}
+	if strings.Contains(got, "not-a-whsec-secret-value") {
+		t.Errorf("an error prints a secret:\n%s", got)
+	}
+}
+
+func TestSecretsNeverInErrors(t *testing.T) {
+	body := `server:
+  admin_token: [hunter2-admin]
+tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: {nested: hunter2-source}}
+`
+	_, errs := loadErrors(t, body, nil)
+	if s := errs.Error(); strings.Contains(s, "hunter2") {
+		t.Errorf("errors print a secret:\n%s", s)
+	}
+}
+
+func TestSyntaxErrorHasLine(t *testing.T) {
+	p, errs := loadErrors(t, "server:\n  listen: [\n", nil)
+	if len(errs) != 1 || errs[0].File != p || errs[0].Line == 0 {
+		t.Fatalf("errors = %v, want one located syntax error", errs)
+	}
+}
+
+func TestDuplicateKey(t *testing.T) {
+	_, errs := loadErrors(t, "server:\n  listen: a\n  listen: b\n", nil)
+	if !strings.Contains(errs.Error(), ":3: server.listen: defined twice") {
+		t.Errorf("errors = %v", errs)
+	}
+}
+
+func TestTenantsDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "tenants"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "tenants"), "globex.yaml", `destinations:
+  app: {url: "https://app.example.com", secret: `+secret+`}
+routes:
+  - to: [app, nope]
+`)
+	p := writeFile(t, dir, "sb.yaml", "tenants_dir: tenants\n")
+	_, err := LoadEnv(p, env(nil))
+	want := filepath.Join(dir, "tenants", "globex.yaml") + `:4: tenants.globex.routes[0].to[1]: destination "nope" is not defined`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	writeFile(t, filepath.Join(dir, "tenants"), "globex.yaml", "destinations:\n  app: {url: \"https://app.example.com\", secret: "+secret+"}\nroutes:\n  - to: [app]\n")
+	cfg, err := LoadEnv(p, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Tenants["globex"] == nil || cfg.Tenants["globex"].Destinations["app"].MaxInFlight != 16 {
+		t.Fatalf("tenant from dir not loaded with defaults: %+v", cfg.Tenants)
+	}
+	p2 := writeFile(t, dir, "sb2.yaml", "tenants_dir: tenants\ntenants:\n  globex: {}\n")
+	if _, err := LoadEnv(p2, env(nil)); err == nil || !strings.Contains(err.Error(), "defined twice") {
+		t.Fatalf("err = %v, want tenant defined twice", err)
+	}
+}
+
+func TestExampleConfigsLoad(t *testing.T) {
+	files, _ := filepath.Glob("../configs/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example configs found in ../configs")
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestRoute(t *testing.T) {
+	cfg := mustLoad(t, good, map[string]string{"TW_TOKEN": "x"})
+	acme := cfg.Tenants["acme"]
+	in := &switchboard.Event{Type: switchboard.TypeReceived}
+	st := &switchboard.Event{Type: switchboard.TypeStatus}
+	if got := acme.Route(in); strings.Join(got, ",") != "crm" {
+		t.Errorf("inbound routes to %v, want [crm] (first match stops)", got)
+	}
+	if got := acme.Route(st); strings.Join(got, ",") != "audit" {
+		t.Errorf("status routes to %v, want [audit]", got)
+	}
+	acme.Routes[0].Continue = true
+	if got := acme.Route(in); strings.Join(got, ",") != "crm,audit" {
+		t.Errorf("with continue, inbound routes to %v, want [crm audit]", got)
+	}
+}
