@@ -1,0 +1,359 @@
+package queue
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestReadWantLimits(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	for i := range 5 {
+		mustEnqueue(t, s, entry(i, "a", "b", "held"))
+	}
+
+	jobs := mustRead(t, s, "c1", map[string]int{"a": 2, "b": 3, "held": 0})
+	per := map[string]int{}
+	for _, j := range jobs {
+		per[j.Destination]++
+		if j.Tenant != tenant || j.ID == "" || j.EventID == "" || j.Attempts != 0 {
+			t.Errorf("job = %+v, want tenant, id, event id and 0 attempts", j)
+		}
+	}
+	if per["a"] != 2 || per["b"] != 3 || per["held"] != 0 {
+		t.Errorf("jobs per destination = %v, want a:2 b:3 held:0", per)
+	}
+	var ofA []string
+	for _, j := range jobs {
+		if j.Destination == "a" {
+			ofA = append(ofA, j.EventID)
+		}
+	}
+	if !slices.Equal(ofA, []string{"evt_0000", "evt_0001"}) {
+		t.Errorf("jobs of a = %v, want the oldest two, evt_0000 and evt_0001", ofA)
+	}
+
+	jobs = mustRead(t, s, "c1", map[string]int{"a": 2, "b": 2})
+	per = map[string]int{}
+	for _, j := range jobs {
+		per[j.Destination]++
+	}
+	if per["a"] != 2 || per["b"] != 2 {
+		t.Errorf("uniform read per destination = %v, want a:2 b:2", per)
+	}
+	st := mustStats(t, s, "a", "b", "held")
+	if st["a"].Queued != 1 || st["b"].Queued != 0 || st["held"].Queued != 5 {
+		t.Errorf("queued = a:%d b:%d held:%d, want 1 0 5", st["a"].Queued, st["b"].Queued, st["held"].Queued)
+	}
+	if p := pending(t, rdb, streamKey(tenant, "a")); p != 4 {
+		t.Errorf("pending a = %d, want 4", p)
+	}
+	if jobs := mustRead(t, s, "c1", map[string]int{"b": 5}); len(jobs) != 0 {
+		t.Errorf("Read of drained b = %d jobs, want 0", len(jobs))
+	}
+	if jobs := mustRead(t, s, "c1", nil); jobs != nil {
+		t.Errorf("Read of nothing = %v, want nil", jobs)
+	}
+	if _, err := s.Read(ctxT(t), tenant, "", map[string]int{"a": 1}, 0); err == nil {
+		t.Error("Read without consumer name: err = nil, want an error")
+	}
+}
+
+func TestReadBlocks(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]map[string]int{
+		"uniform": {"a": 4, "b": 4},
+		"mixed":   {"a": 1, "b": 4},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s, rdb, _ := mustStore(t)
+			ctx := ctxT(t)
+			if err := s.EnsureGroups(ctx, tenant, []string{"a", "b"}); err != nil {
+				t.Fatal(err)
+			}
+			const block = 20 * time.Second
+			type result struct {
+				jobs []Job
+				err  error
+				took time.Duration
+			}
+			done := make(chan result, 1)
+			go func() {
+				start := time.Now()
+				jobs, err := s.Read(ctx, tenant, "c1", want, block)
+				done <- result{jobs, err, time.Since(start)}
+			}()
+			// Enqueue once the read is blocked (its consumer shows up in
+			// the group only when it reads, so watch the client list).
+			await(t, "a blocked XREADGROUP", func() bool { return blockedRead(ctx, rdb) })
+			mustEnqueue(t, s, entry(1, "b"))
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("Read: %v", r.err)
+			}
+			if len(r.jobs) != 1 || r.jobs[0].Destination != "b" {
+				t.Fatalf("Read = %+v, want the one job of b", r.jobs)
+			}
+			if r.took >= block {
+				t.Errorf("Read took %v, want it to return when the job came", r.took)
+			}
+		})
+	}
+}
+
+// blockedRead reports whether some client of rdb is blocked in XREADGROUP.
+func blockedRead(ctx context.Context, rdb *redis.Client) bool {
+	list, _ := rdb.ClientList(ctx).Result()
+	for _, line := range strings.Split(list, "\n") {
+		f := strings.Fields(line)
+		if slices.Contains(f, "flags=b") && slices.Contains(f, "cmd=xreadgroup") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestReadBlockTimesOut(t *testing.T) {
+	t.Parallel()
+	s, _, _ := mustStore(t)
+	start := time.Now()
+	jobs, err := s.Read(ctxT(t), tenant, "c1", map[string]int{"a": 1, "b": 2}, 100*time.Millisecond)
+	if err != nil || len(jobs) != 0 {
+		t.Fatalf("Read on empty streams = %v, %v; want nothing, no error", jobs, err)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond {
+		t.Errorf("Read returned after %v, want it to wait the 100ms block", took)
+	}
+}
+
+func TestAck(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	mustEnqueue(t, s, entry(1, "crm"), entry(2, "crm"))
+	jobs := mustRead(t, s, "c1", map[string]int{"crm": 10})
+	if len(jobs) != 2 {
+		t.Fatalf("Read = %d jobs, want 2", len(jobs))
+	}
+	if err := s.Ack(ctxT(t), &jobs[0]); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	key := streamKey(tenant, "crm")
+	if n, p := xlen(t, rdb, key), pending(t, rdb, key); n != 1 || p != 1 {
+		t.Errorf("after one ack: XLEN = %d, pending = %d; want 1, 1", n, p)
+	}
+	// Acking twice is harmless.
+	if err := s.Ack(ctxT(t), &jobs[0]); err != nil {
+		t.Fatalf("second Ack: %v", err)
+	}
+	if err := s.Ack(ctxT(t), &jobs[1]); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	if n, p := xlen(t, rdb, key), pending(t, rdb, key); n != 0 || p != 0 {
+		t.Errorf("after acks: XLEN = %d, pending = %d; want 0, 0", n, p)
+	}
+	if err := s.Ack(ctxT(t), &Job{}); err == nil {
+		t.Error("Ack of an empty job: err = nil, want an error")
+	}
+}
+
+func TestReclaim(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	mustEnqueue(t, s, entry(1, "a"), entry(2, "a"), entry(3, "b"))
+	dead := mustRead(t, s, "dead", map[string]int{"a": 10, "b": 10})
+	if len(dead) != 3 {
+		t.Fatalf("Read = %d jobs, want 3", len(dead))
+	}
+	// The stream entry of one pending job disappears (trimmed, deleted by
+	// hand): Reclaim must drop it, not return it.
+	if err := rdb.XDel(ctx, streamKey(tenant, "a"), dead[0].ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	const idle = 200 * time.Millisecond
+	jobs, err := s.Reclaim(ctx, tenant, "alive", []string{"a", "b"}, time.Hour, 10)
+	if err != nil || len(jobs) != 0 {
+		t.Fatalf("Reclaim before the visibility timeout = %v, %v; want nothing", jobs, err)
+	}
+	awaitIdle(t, rdb, streamKey(tenant, "a"), idle, 2)
+	awaitIdle(t, rdb, streamKey(tenant, "b"), idle, 1)
+	jobs, err = s.Reclaim(ctx, tenant, "alive", []string{"a", "b", "never"}, idle, 10)
+	if err != nil {
+		t.Fatalf("Reclaim: %v", err)
+	}
+	if got := eventIDs(jobs); !slices.Equal(got, []string{"evt_0002", "evt_0003"}) {
+		t.Errorf("reclaimed = %v, want evt_0002, evt_0003 (evt_0001 was deleted)", got)
+	}
+	if p := pending(t, rdb, streamKey(tenant, "a")); p != 1 {
+		t.Errorf("pending a = %d, want 1 (the deleted entry acked away)", p)
+	}
+	for _, j := range jobs {
+		if j.Tenant != tenant || len(j.Event) == 0 {
+			t.Errorf("reclaimed job = %+v, want its fields", j)
+		}
+		if err := s.Ack(ctx, &j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := pending(t, rdb, streamKey(tenant, "b")); p != 0 {
+		t.Errorf("pending b after ack = %d, want 0", p)
+	}
+
+	// count bounds the jobs over all destinations.
+	for i := 10; i < 15; i++ {
+		mustEnqueue(t, s, entry(i, "a", "b"))
+	}
+	_ = mustRead(t, s, "dead", map[string]int{"a": 10, "b": 10})
+	jobs, err = s.Reclaim(ctx, tenant, "alive", []string{"a", "b"}, 0, 3)
+	if err != nil || len(jobs) != 3 {
+		t.Errorf("Reclaim count 3 = %d jobs, %v; want 3", len(jobs), err)
+	}
+}
+
+func TestRelease(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	e := entry(1, "crm")
+	e.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	mustEnqueue(t, s, e, entry(2, "crm"))
+	jobs := mustRead(t, s, "c1", map[string]int{"crm": 2})
+	if len(jobs) != 2 {
+		t.Fatalf("Read = %d jobs, want 2", len(jobs))
+	}
+	if err := s.Release(ctx, &jobs[0]); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	key := streamKey(tenant, "crm")
+	if n, p := xlen(t, rdb, key), pending(t, rdb, key); n != 2 || p != 1 {
+		t.Errorf("after release: XLEN = %d, pending = %d; want 2, 1", n, p)
+	}
+	again := mustRead(t, s, "c2", map[string]int{"crm": 10})
+	if len(again) != 1 {
+		t.Fatalf("Read after release = %d jobs, want the released one", len(again))
+	}
+	got, want := again[0], jobs[0]
+	if got.ID == want.ID || got.EventID != want.EventID || string(got.Event) != string(want.Event) ||
+		got.Attempts != want.Attempts || !got.EnqueuedAt.Equal(want.EnqueuedAt) || got.TraceParent != want.TraceParent {
+		t.Errorf("released job = %+v, want %+v under a new id", got, want)
+	}
+	// Releasing a job that is no longer pending does not put it back.
+	if err := s.Release(ctx, &jobs[0]); err != nil {
+		t.Fatalf("stale Release: %v", err)
+	}
+	if n := xlen(t, rdb, key); n != 2 {
+		t.Errorf("XLEN after stale release = %d, want 2", n)
+	}
+}
+
+func TestReadRecoversFromFlushAll(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]map[string]int{
+		"uniform": {"a": 2, "b": 2},
+		"mixed":   {"a": 1, "b": 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s, rdb, _ := mustStore(t)
+			ctx := ctxT(t)
+			if err := s.EnsureGroups(ctx, tenant, []string{"a", "b"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.FlushAll(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			// The stream comes back without its group.
+			mustEnqueue(t, s, entry(1, "a"))
+			jobs, err := s.Read(ctx, tenant, "c1", want, 0)
+			if err != nil {
+				t.Fatalf("Read after FLUSHALL: %v", err)
+			}
+			if len(jobs) != 1 || jobs[0].EventID != "evt_0001" {
+				t.Errorf("Read after FLUSHALL = %+v, want evt_0001", jobs)
+			}
+		})
+	}
+}
+
+func TestBlockedReadRecoversFromFlushAll(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	if err := s.EnsureGroups(ctx, tenant, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var jobs []Job
+	go func() {
+		var err error
+		jobs, err = s.Read(ctx, tenant, "c1", map[string]int{"a": 1}, 20*time.Second)
+		done <- err
+	}()
+	await(t, "a blocked XREADGROUP", func() bool { return blockedRead(ctx, rdb) })
+	// Redis unblocks the read with "UNBLOCKED the stream key no longer
+	// exists"; Read re-creates the group and waits again.
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "the group to be re-created", func() bool {
+		groups, _ := rdb.XInfoGroups(ctx, streamKey(tenant, "a")).Result()
+		return len(groups) == 1
+	})
+	mustEnqueue(t, s, entry(1, "a"))
+	if err := <-done; err != nil {
+		t.Fatalf("Read across FLUSHALL: %v", err)
+	}
+	if len(jobs) != 1 {
+		t.Errorf("Read across FLUSHALL = %d jobs, want 1", len(jobs))
+	}
+}
+
+func TestReadRecoversFromRestart(t *testing.T) {
+	t.Parallel()
+	s, _, srv := mustStore(t)
+	ctx := ctxT(t)
+	want := map[string]int{"a": 5, "b": 5}
+	mustEnqueue(t, s, entry(1, "a", "b"))
+	if jobs := mustRead(t, s, "c1", want); len(jobs) != 2 {
+		t.Fatalf("Read = %d jobs, want 2", len(jobs))
+	}
+
+	srv.Kill() // no persistence: streams, groups and scripts are gone
+	srv.Start()
+
+	failures := 0
+	for range 2 {
+		if _, err := s.Read(ctx, tenant, "c1", want, 0); err != nil {
+			failures++
+			t.Logf("Read after restart: %v", err)
+			continue
+		}
+		break
+	}
+	if failures > 1 {
+		t.Fatalf("Read failed %d times after a restart, want at most once", failures)
+	}
+	// Every path works again: enqueue (scripts reloaded), read, retry,
+	// promote, ack.
+	mustEnqueue(t, s, entry(2, "a", "b"))
+	jobs := mustRead(t, s, "c1", want)
+	if got := eventIDs(jobs); !slices.Equal(got, []string{"evt_0002", "evt_0002"}) {
+		t.Fatalf("Read after restart = %v, want evt_0002 for a and b", got)
+	}
+	if err := s.Retry(ctx, &jobs[0], 1, time.Now(), "503"); err != nil {
+		t.Fatalf("Retry after restart: %v", err)
+	}
+	if n, err := s.Promote(ctx, tenant, time.Now(), 10); err != nil || n != 1 {
+		t.Fatalf("Promote after restart = %d, %v; want 1", n, err)
+	}
+	if err := s.Ack(ctx, &jobs[1]); err != nil {
+		t.Fatalf("Ack after restart: %v", err)
+	}
+}

@@ -1,0 +1,271 @@
+package queue
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts. Each is one atomic state change of a job. They run on
+// Redis 7 and on the embedded store (gopher-lua, Lua 5.1) alike, so they use
+// only Lua 5.1, no cjson (it is not binary safe in the embedded store), and
+// pass times as strings (Lua numbers are doubles).
+//
+// Scripts that move jobs between destinations (promote, dlq replay) build the
+// destination stream key from a prefix argument: the destination is only
+// known inside the script. The key carries the tenant's hash tag, so it is in
+// the slot of the declared keys.
+
+// luaCommon is prepended to scripts that need its helpers.
+const luaCommon = `
+local function decr(h, f)
+  if redis.call('HINCRBY', h, f, -1) <= 0 then redis.call('HDEL', h, f) end
+end
+`
+
+// enqueueScript stores one event for several destinations.
+//
+// KEYS[1] seen key (only when ARGV[1] is not empty), then the destination
+// streams.
+// ARGV[1] dedup TTL in ms, empty = no dedup
+// ARGV[2] one '1' or '0' per stream: does it get the raw field
+// ARGV[3] n, the number of field/value arguments that follow
+// ARGV[4 .. 3+n] fields common to every stream
+// ARGV[4+n] the raw value, if any stream gets it
+//
+// Returns 1 if stored, 0 if a duplicate (nothing written). The seen key is
+// set last: should an XADD fail, nothing is marked seen and the carrier's
+// retry is stored again (a duplicate rather than a loss).
+var enqueueScript = redis.NewScript(`
+local first = 1
+if ARGV[1] ~= '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  first = 2
+end
+local n = tonumber(ARGV[3])
+local plain = {'XADD', '', '*'}
+for i = 1, n do plain[#plain + 1] = ARGV[3 + i] end
+local raw = nil
+for k = first, #KEYS do
+  local args = plain
+  if string.sub(ARGV[2], k - first + 1, k - first + 1) == '1' then
+    if raw == nil then
+      raw = {}
+      for i = 1, #plain do raw[i] = plain[i] end
+      raw[#raw + 1] = 'r'
+      raw[#raw + 1] = ARGV[4 + n]
+    end
+    args = raw
+  end
+  args[2] = KEYS[k]
+  redis.call(unpack(args))
+end
+if first == 2 then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 1
+`)
+
+// ackScript: KEYS[1] stream; ARGV[1] entry id.
+var ackScript = redis.NewScript(`
+local n = redis.call('XACK', KEYS[1], 'sb', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+return n
+`)
+
+// retryScript moves a pending job to the retry set, if it is still pending.
+//
+// KEYS[1] stream, KEYS[2] retry set, KEYS[3] counters.
+// ARGV[1] entry id, ARGV[2] due unix ms, ARGV[3] member, ARGV[4] destination.
+var retryScript = redis.NewScript(`
+if redis.call('XACK', KEYS[1], 'sb', ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+if redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'r:' .. ARGV[4], 1)
+end
+return 1
+`)
+
+// deadScript moves a pending job to the dead-letter stream, if it is still
+// pending.
+//
+// KEYS[1] stream, KEYS[2] dlq, KEYS[3] counters.
+// ARGV[1] entry id, ARGV[2] destination, ARGV[3..] dlq field/value pairs.
+var deadScript = redis.NewScript(`
+if redis.call('XACK', KEYS[1], 'sb', ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+local args = {'XADD', KEYS[2], '*'}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call(unpack(args))
+redis.call('HINCRBY', KEYS[3], 'x:' .. ARGV[2], 1)
+return 1
+`)
+
+// releaseScript puts a pending job back at the tail of its stream, new to the
+// group, if it is still pending.
+//
+// KEYS[1] stream. ARGV[1] entry id, ARGV[2..] field/value pairs.
+var releaseScript = redis.NewScript(`
+if redis.call('XACK', KEYS[1], 'sb', ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+local args = {'XADD', KEYS[1], '*'}
+for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call(unpack(args))
+return 1
+`)
+
+// promoteScript moves due retries back to their streams.
+//
+// KEYS[1] retry set, KEYS[2] counters.
+// ARGV[1] now unix ms, ARGV[2] limit, ARGV[3] stream key prefix.
+//
+// A member is a list of netstrings ("<len>:<bytes>"): a unique id, the
+// destination, then the stream's field/value pairs.
+var promoteScript = redis.NewScript(luaCommon + `
+local function decode(s)
+  local out, pos = {}, 1
+  while pos <= #s do
+    local c = string.find(s, ':', pos, true)
+    if c == nil then return nil end
+    local n = tonumber(string.sub(s, pos, c - 1))
+    if n == nil or c + n > #s then return nil end
+    out[#out + 1] = string.sub(s, c + 1, c + n)
+    pos = c + n + 1
+  end
+  return out
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', '0', ARGV[2])
+for _, m in ipairs(due) do
+  local p = decode(m)
+  if p == nil or #p < 2 or #p % 2 ~= 0 then
+    return redis.error_reply('malformed retry member in ' .. KEYS[1])
+  end
+  local args = {'XADD', ARGV[3] .. p[2], '*'}
+  for i = 3, #p do args[#args + 1] = p[i] end
+  redis.call(unpack(args))
+  redis.call('ZREM', KEYS[1], m)
+  decr(KEYS[2], 'r:' .. p[2])
+end
+return #due
+`)
+
+// reclaimScript claims jobs pending longer than min-idle, oldest first.
+//
+// KEYS: the destination streams. ARGV[1] consumer, ARGV[2] min idle ms,
+// ARGV[3] count (over all streams).
+//
+// XPENDING + XCLAIM rather than XAUTOCLAIM: the embedded store's XAUTOCLAIM
+// neither reports nor drops pending entries whose stream entry was deleted.
+// Both stores' XCLAIM leave such entries out of the reply; they are XACKed
+// away here (a no-op where Redis 7's XCLAIM already dropped them). A stream
+// or group that is gone has nothing to reclaim.
+//
+// Returns {key, entries, key, entries, ...} for streams with claimed jobs.
+var reclaimScript = redis.NewScript(`
+local out = {}
+local left = tonumber(ARGV[3])
+for _, key in ipairs(KEYS) do
+  if left <= 0 then break end
+  local p = redis.pcall('XPENDING', key, 'sb', 'IDLE', ARGV[2], '-', '+', left)
+  if type(p) == 'table' and p.err == nil and #p > 0 then
+    local ids = {}
+    for i, e in ipairs(p) do ids[i] = e[1] end
+    local claimed = redis.call('XCLAIM', key, 'sb', ARGV[1], ARGV[2], unpack(ids))
+    local got, live = {}, {}
+    for _, e in ipairs(claimed) do
+      if e and e[1] then
+        got[e[1]] = true
+        live[#live + 1] = e
+      end
+    end
+    for _, id in ipairs(ids) do
+      if not got[id] then redis.call('XACK', key, 'sb', id) end
+    end
+    if #live > 0 then
+      out[#out + 1] = key
+      out[#out + 1] = live
+      left = left - #live
+    end
+  end
+end
+return out
+`)
+
+// statsScript reads queue numbers in one consistent step.
+//
+// KEYS[1] counters, KEYS[2..] destination streams.
+// Returns {counters HGETALL, {xlen, pending, first id or empty} per stream...}.
+var statsScript = redis.NewScript(`
+local out = {redis.call('HGETALL', KEYS[1])}
+for i = 2, #KEYS do
+  local n = redis.call('XLEN', KEYS[i])
+  local pend = 0
+  local first = ''
+  if n > 0 then
+    local p = redis.pcall('XPENDING', KEYS[i], 'sb')
+    if type(p) == 'table' and p.err == nil and p[1] then pend = p[1] end
+    local r = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', '1')
+    if r[1] then first = r[1][1] end
+  end
+  out[#out + 1] = {n, pend, first}
+end
+return out
+`)
+
+// dlqActLua is the per-entry action of the dead-letter scripts: replay moves
+// the entry to its destination stream with a fresh attempt budget, purge
+// drops it. It returns 1 if the entry was acted on. A destination filter
+// (empty = any) guards against acting on another destination's entry.
+//
+// Variables set by the including script: dlq, counts, mode, dest, now, prefix.
+const dlqActLua = luaCommon + `
+local dlq, counts = KEYS[1], KEYS[2]
+local mode, dest, now, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local keep = {i = true, b = true, r = true, p = true}
+local function act(id, fields)
+  local d = nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then d = fields[i + 1] end
+  end
+  if d == nil or (dest ~= '' and d ~= dest) then return 0 end
+  if mode == 'replay' then
+    local args = {'XADD', prefix .. d, '*'}
+    for i = 1, #fields, 2 do
+      if keep[fields[i]] then
+        args[#args + 1] = fields[i]
+        args[#args + 1] = fields[i + 1]
+      end
+    end
+    args[#args + 1] = 'a'
+    args[#args + 1] = '0'
+    args[#args + 1] = 't'
+    args[#args + 1] = now
+    redis.call(unpack(args))
+  end
+  redis.call('XDEL', dlq, id)
+  decr(counts, 'x:' .. d)
+  return 1
+end
+`
+
+// dlqIDsScript acts on dead letters by id; ids already gone are skipped.
+//
+// KEYS[1] dlq, KEYS[2] counters. ARGV[1] 'replay' or 'purge', ARGV[2]
+// destination filter, ARGV[3] now unix ms, ARGV[4] stream key prefix,
+// ARGV[5..] ids. Returns how many were acted on.
+var dlqIDsScript = redis.NewScript(dlqActLua + `
+local n = 0
+for i = 5, #ARGV do
+  local r = redis.call('XRANGE', dlq, ARGV[i], ARGV[i])
+  if r[1] then n = n + act(r[1][1], r[1][2]) end
+end
+return n
+`)
+
+// dlqRangeScript acts on one batch of dead letters in id order.
+//
+// KEYS and ARGV[1..4] as dlqIDsScript; ARGV[5] start (inclusive id, '-',
+// or '(' id for exclusive), ARGV[6] end id (inclusive), ARGV[7] batch size.
+// Returns {acted, last id scanned, or empty when the range is exhausted}.
+var dlqRangeScript = redis.NewScript(dlqActLua + `
+local r = redis.call('XRANGE', dlq, ARGV[5], ARGV[6], 'COUNT', ARGV[7])
+local n = 0
+for _, e in ipairs(r) do n = n + act(e[1], e[2]) end
+local last = ''
+if #r >= tonumber(ARGV[7]) then last = r[#r][1] end
+return {n, last}
+`)
