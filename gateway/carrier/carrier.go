@@ -1,0 +1,110 @@
+// Package carrier holds one file per messaging carrier: how its callbacks are
+// verified, parsed into normalized events, and answered.
+package carrier
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sort"
+	"time"
+
+	switchboard "github.com/switchboard-gw/switchboard"
+)
+
+// Request is a carrier callback as the gateway received it. The body has
+// been read once, capped, and is never re-serialized.
+type Request struct {
+	Method string
+	// URL is the public URL the carrier called: scheme://host[:port]/path?query,
+	// with the path and query exactly as sent (r.RequestURI), rebuilt from
+	// server.public_base_url or trusted forwarding headers by the gateway.
+	URL    string
+	Header http.Header
+	Body   []byte
+	// RawQuery is the query string exactly as sent, without '?'.
+	RawQuery string
+	// Remote is the address of the peer that sent the request.
+	Remote netip.Addr
+	// Now is the time the request arrived.
+	Now time.Time
+}
+
+// Proof is what a successful verification yields beyond "ok": replay ids
+// (nonces, JWT ids) the gateway must remember for TTL, recorded only after
+// the whole request verified.
+type Proof struct {
+	// Nonce, when not empty, must not have been seen before within TTL.
+	Nonce string
+	TTL   time.Duration
+}
+
+// Response is the answer the carrier expects.
+type Response struct {
+	Status      int
+	ContentType string
+	Body        []byte
+}
+
+// Carrier verifies, parses and answers one carrier's callbacks. Carriers are
+// immutable after New and safe for concurrent use.
+type Carrier interface {
+	// Verify checks the request's authenticity. Errors wrap
+	// switchboard.ErrBadSignature (401) or, for Vonage Messages' unsigned
+	// callbacks, switchboard.ErrUnavailable (503).
+	Verify(r *Request) (Proof, error)
+	// Parse turns a verified request into events. The gateway fills ID,
+	// Timestamp, Tenant, Source and Carrier; Parse fills Type and Data.
+	// Errors wrap switchboard.ErrBadPayload.
+	Parse(r *Request) ([]switchboard.Event, error)
+	// Reply is the acknowledgement the carrier expects once the events are
+	// stored.
+	Reply(r *Request, events []switchboard.Event) Response
+}
+
+// Config is a source's carrier settings, as the operator wrote them.
+type Config struct {
+	Carrier         string
+	Secret          string
+	SignatureMethod string
+	PublicKey       string
+	Username        string
+	Password        string
+	TopicARNs       []string
+	AutoConfirm     bool
+	URLToken        string
+	AllowedIPs      []netip.Prefix
+	Header          string
+	Algorithm       string
+	Encoding        string
+	Prefix          string
+	// ReplayWindow bounds signed timestamps (default 5m).
+	ReplayWindow time.Duration
+}
+
+var registry = map[string]func(Config) (Carrier, error){}
+
+// register makes a carrier available to New; called from each carrier's init.
+func register(name string, f func(Config) (Carrier, error)) { registry[name] = f }
+
+// New builds the carrier named by cfg.Carrier.
+func New(cfg Config) (Carrier, error) {
+	f, ok := registry[cfg.Carrier]
+	if !ok {
+		return nil, fmt.Errorf("unknown carrier %q", cfg.Carrier)
+	}
+	if cfg.ReplayWindow == 0 {
+		cfg.ReplayWindow = 5 * time.Minute
+	}
+	return f(cfg)
+}
+
+// Names lists the supported carriers, sorted.
+func Names() []string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

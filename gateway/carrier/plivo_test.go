@@ -1,0 +1,163 @@
+package carrier
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	switchboard "github.com/switchboard-gw/switchboard"
+)
+
+var plivoCfg = Config{Carrier: "plivo", Secret: "PLIVO_TEST_AUTH_TOKEN_0123456789ab"}
+
+func TestPlivo(t *testing.T) {
+	conformance{
+		cfg: plivoCfg, dir: "plivo",
+		// V2 covers only the URL and nonce: the body is not signed.
+		wrong:   Config{Carrier: "plivo", Secret: "OTHER_AUTH_TOKEN"},
+		secrets: []string{"PLIVO_TEST_AUTH_TOKEN_0123456789ab", "OTHER_AUTH_TOKEN"},
+		unsign: func(r *Request) {
+			for _, h := range []string{"V2", "Ma-V2", "V3", "Ma-V3"} {
+				r.Header.Del("X-Plivo-Signature-" + h)
+			}
+		},
+		target: "https://hooks.example.com/plivo/status?tenant=acme",
+	}.run(t)
+}
+
+func TestPlivoVectors(t *testing.T) {
+	c := mustNew(t, plivoCfg)
+	for kind, nonce := range map[string]string{"inbound": "05429567804466091622", "status": "31627761595286130198", "inbound-v3": "05429567804466091622", "status-v3": "31627761595286130198"} {
+		proof, err := c.Verify(loadFixture(t, "plivo", kind))
+		if err != nil || proof.Nonce != nonce || proof.TTL != plivoNonceTTL {
+			t.Errorf("%s: Verify = %+v, %v", kind, proof, err)
+		}
+	}
+	u, _ := url.Parse("https://hooks.example.com/plivo/inbound?tenant=acme")
+	r := loadFixture(t, "plivo", "inbound")
+	form, _ := url.ParseQuery(string(r.Body))
+	const want = "https://hooks.example.com/plivo/inbound?tenant=acme.From15555550100MessageIntentMessageUUID2f6c1a3e-4b5d-11ef-8a9b-0242ac120002PowerpackUUIDTextIs 2+2=4? Yes & caféTo15555550199TotalAmount0.00000TotalRate0.00000TypesmsUnits1.05429567804466091622"
+	if got := plivoV3String(u, "POST", firstValues(form), "05429567804466091622"); got != want {
+		t.Fatalf("V3 string =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// plivo-go's own test vectors (utils_test.go, the revision the README cites;
+// an older revision's single V3 vector was made by an earlier algorithm).
+func TestPlivoSDKCrossCheck(t *testing.T) {
+	c := mustNew(t, Config{Carrier: "plivo", Secret: "my_auth_token"})
+	r := &Request{Method: "POST", URL: "https://answer.url", Header: http.Header{
+		"X-Plivo-Signature-V2": {"ehV3IKhLysWBxC1sy8INm0qGoQYdYsHwuoKjsX7FsXc="}, "X-Plivo-Signature-V2-Nonce": {"12345"},
+	}}
+	if _, err := c.Verify(r); err != nil {
+		t.Fatalf("V2: %v", err)
+	}
+	params := map[string]string{
+		"Direction": "outbound", "From": "19792014278", "ALegUUID": "3e82ae9d-2c78-4d85-b1a4-6eae7dbafb36", "CallStatus": "in-progress",
+		"BillRate": "0.002", "ParentAuthID": "MANWVLYTK4ZWU1YTY4QA", "To": "sip:PlivoSignature382029104058171078704104@phone-qa.voice.plivodev.com",
+		"ALegRequestUUID": "3e82ae9d-2c78-4d85-b1a4-6eae7dbafb36", "CallUUID": "3e82ae9d-2c78-4d85-b1a4-6eae7dbafb36", "RequestUUID": "3e82ae9d-2c78-4d85-b1a4-6eae7dbafb36",
+		"SIP-H-To": "<sip:PlivoSignature382029104058171078704104@52.9.11.55;transport=udp>;tag=1", "SessionStart": "2020-04-08 11:34:33.238707", "Event": "StartApp",
+	}
+	c = mustNew(t, Config{Carrier: "plivo", Secret: "Y2Q2ZDgxZmY5YWRiOTI5YmQ1Njg0MTAxZWIyOTc4"})
+	const base = "https://plivobin.non-prod.plivops.com/api/v1/validate_signature03.xml"
+	for _, v := range []struct{ url, method, sig string }{
+		{base + "/?a=b&c=d", "POST", "k7Pusd4OxCIjR5IfA9iedDNu/h/gbdYqdzG/MiYtd1c="},
+		{base + "/?a=b&c=d", "GET", "UBq8jAtd32wR8EK9VgxbBn4n5rpI/l1H9iN4WfSEHFQ="},
+		{base, "POST", "iAjE5QqI37mbkYe4w3jTMudqEzbDufdqi7sYwTu64e0="},
+		{base, "GET", "i/MQsaQSAd6fiKhOh2qeeeLHZ9faldADSb3/7+Akfbc="},
+	} {
+		if _, err := c.Verify(plivoV3Request(v.url, v.method, "31627761595286130198", "wrong,"+v.sig, params)); err != nil {
+			t.Errorf("V3 %s %s: %v", v.method, v.url, err)
+		}
+	}
+}
+
+// plivoV3Request is a V3-signed request as plivo-go's tests describe it:
+// the SDK's params are the POST body; for GET they are merged into the
+// query string, which is how Plivo sends them.
+func plivoV3Request(u, method, nonce, sig string, params map[string]string) *Request {
+	r := &Request{Method: method, URL: u, Header: http.Header{"X-Plivo-Signature-V3": {sig}, "X-Plivo-Signature-V3-Nonce": {nonce}}}
+	form := url.Values{}
+	for k, v := range params {
+		form.Set(k, v)
+	}
+	if method == "GET" {
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		r.URL += sep + form.Encode()
+		return r
+	}
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Body = []byte(form.Encode())
+	return r
+}
+
+func TestPlivoRejects(t *testing.T) {
+	c := mustNew(t, plivoCfg)
+	r := loadFixture(t, "plivo", "inbound")
+	tests := []struct {
+		name   string
+		change func(*Request)
+	}{
+		{"other path", func(r *Request) { r.URL = "https://hooks.example.com/plivo/other" }},
+		{"other nonce", func(r *Request) { r.Header.Set("X-Plivo-Signature-V2-Nonce", "05429567804466091623") }},
+		{"no nonce", func(r *Request) { r.Header.Del("X-Plivo-Signature-V2-Nonce") }},
+		{"only Ma-V2, wrong", func(r *Request) {
+			r.Header.Del("X-Plivo-Signature-V2")
+			r.Header.Set("X-Plivo-Signature-Ma-V2", "AAAA")
+		}},
+	}
+	for _, tt := range tests {
+		s := clone(r)
+		tt.change(s)
+		if _, err := c.Verify(s); !errors.Is(err, switchboard.ErrBadSignature) {
+			t.Errorf("%s: Verify = %v, want ErrBadSignature", tt.name, err)
+		}
+	}
+	// Ma-V2 alone is enough when it matches.
+	s := clone(r)
+	s.Header.Del("X-Plivo-Signature-V2")
+	if _, err := c.Verify(s); err != nil {
+		t.Errorf("Ma-V2 only: %v", err)
+	}
+	// V3 covers the body: a changed parameter does not verify.
+	v3 := loadFixture(t, "plivo", "inbound-v3")
+	v3.Body = []byte(strings.Replace(string(v3.Body), "Units=1", "Units=2", 1))
+	if _, err := c.Verify(v3); !errors.Is(err, switchboard.ErrBadSignature) {
+		t.Errorf("V3 with a changed body: Verify = %v", err)
+	}
+}
+
+func TestPlivoParseMedia(t *testing.T) {
+	c := mustNew(t, plivoCfg)
+	for _, body := range []string{
+		"MessageUUID=u&From=15555550100&To=15555550199&Type=mms&Body=look&MediaCount=2&Media1=https%3A%2F%2Fm%2F1&Media2=https%3A%2F%2Fm%2F2",
+		"MessageUUID=u&From=15555550100&To=15555550199&Type=mms&Body=look&MediaCount=2&Media0=https%3A%2F%2Fm%2F1&Media1=https%3A%2F%2Fm%2F2",
+	} {
+		events, err := c.Parse(&Request{Method: "POST", Body: []byte(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := events[0].Data
+		if d.Text != "look" || len(d.Media) != 2 || d.Media[0].URL != "https://m/1" || d.Media[1].URL != "https://m/2" {
+			t.Errorf("Parse(%s) = %+v", body, d)
+		}
+	}
+	events, err := c.Parse(&Request{Method: "GET", RawQuery: "MessageUUID=u&From=15555550199&To=15555550100&Status=failed&ErrorCode=450"})
+	if err != nil || events[0].Data.Status != "failed" || events[0].Data.Error.Code != "450" {
+		t.Fatalf("GET status: %+v, %v", events, err)
+	}
+	for _, bad := range []string{"From=1", "MessageUUID=%zz"} {
+		if _, err := c.Parse(&Request{Method: "POST", Body: []byte(bad)}); !errors.Is(err, switchboard.ErrBadPayload) {
+			t.Errorf("Parse(%s) = %v", bad, err)
+		}
+	}
+}
+
+func FuzzPlivo(f *testing.F) {
+	fuzzCarrier(f, plivoCfg, "plivo", []string{"X-Plivo-Signature-V2", "X-Plivo-Signature-V3"}, false)
+}
