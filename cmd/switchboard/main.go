@@ -1,0 +1,189 @@
+// Command switchboard is the gateway's one binary: serve, check, dlq,
+// simulate, sink and version. It parses flags and wires; the work is done
+// by the gateway, queue and policy packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/switchboard-gw/switchboard/gateway"
+	"github.com/switchboard-gw/switchboard/gateway/delivery"
+	"github.com/switchboard-gw/switchboard/policy"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `switchboard — a webhook relay gateway for messaging carriers
+
+Usage:
+  switchboard serve    --config FILE          run the gateway
+  switchboard check    --config FILE          validate a configuration
+  switchboard dlq list|replay|purge …         inspect and replay dead letters
+  switchboard simulate --url URL --carrier C --secret S …
+                                              send a correctly signed carrier callback
+  switchboard sink     --listen ADDR --secret whsec_…
+                                              receive and verify deliveries, print them
+  switchboard version                         print the version
+
+Run "switchboard COMMAND --help" for a command's flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return cmdServe(rest, stdout, stderr)
+	case "check":
+		return cmdCheck(rest, stdout, stderr)
+	case "dlq":
+		return cmdDLQ(rest, stdout, stderr)
+	case "simulate":
+		return cmdSimulate(rest, stdout, stderr)
+	case "sink":
+		return cmdSink(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "switchboard %s\n", versionString())
+		return 0
+	case "help", "--help", "-help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// newFlags returns a flag set whose --help prints the command's usage to
+// stdout and exits 0, and whose errors print to stderr.
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: switchboard %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags; it returns (exit code, false) when the command must
+// stop: 0 after --help, 2 after a bad flag.
+func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return 2, false
+	}
+	return 0, true
+}
+
+// loadConfig loads and fully validates a config, carriers included,
+// printing every problem as FILE:LINE: key.path: problem.
+func loadConfig(file string, stderr io.Writer) (*policy.Config, bool) {
+	if file == "" {
+		fmt.Fprintln(stderr, "--config is required")
+		return nil, false
+	}
+	cfg, err := policy.Load(file)
+	if err == nil {
+		err = gateway.BuildCarriers(cfg, nil)
+	}
+	if err != nil {
+		var errs policy.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				fmt.Fprintln(stderr, e.Error())
+			}
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\n", file, err)
+		}
+		return nil, false
+	}
+	return cfg, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check", "check --config FILE", stderr)
+	file := fs.String("config", "", "configuration `file` to validate")
+	if code, ok := parse(fs, args, stdout); !ok {
+		return code
+	}
+	cfg, ok := loadConfig(*file, stderr)
+	if !ok {
+		return 1
+	}
+	t, s, d, r := cfg.Counts()
+	fmt.Fprintf(stdout, "%s: ok: %d tenants, %d sources, %d destinations, %d routes\n", *file, t, s, d, r)
+	return 0
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", "serve --config FILE", stderr)
+	file := fs.String("config", "", "configuration `file`")
+	if code, ok := parse(fs, args, stdout); !ok {
+		return code
+	}
+	log := newLogger(stderr)
+	cfg, ok := loadConfig(*file, stderr)
+	if !ok {
+		return 1
+	}
+	delivery.UserAgent = "Switchboard/" + versionString()
+	srv, err := gateway.Start(cfg, log, gateway.Options{})
+	if err != nil {
+		log.Error("cannot start", "err", err.Error())
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Serve(ctx); err != nil {
+		log.Error("stopped with an error", "err", err.Error())
+		return 1
+	}
+	return 0
+}
+
+// newLogger logs JSON, or text when stderr is a terminal.
+func newLogger(w io.Writer) *slog.Logger {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return slog.New(slog.NewTextHandler(w, nil))
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}

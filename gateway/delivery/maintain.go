@@ -1,0 +1,70 @@
+package delivery
+
+import (
+	"context"
+	"github.com/switchboard-gw/switchboard/queue"
+	"time"
+)
+
+// promoteEvery is how often due retries are moved back onto their streams;
+// a retry is late by at most this much.
+const promoteEvery = 250 * time.Millisecond
+
+// VisibilityMargin is added to the longest delivery timeout of a tenant to
+// get the visibility timeout after which another instance's pending jobs
+// are reclaimed: an attempt in flight is never reclaimed.
+const VisibilityMargin = 30 * time.Second
+
+// visibility returns the tenant's visibility timeout.
+func (w *Worker) visibility() time.Duration {
+	var longest time.Duration
+	for _, t := range w.dests {
+		longest = max(longest, t.cfg.Timeout.D())
+	}
+	return longest + VisibilityMargin
+}
+
+// maintain promotes due retries and reclaims jobs left pending by a dead
+// instance (or by this one, when recording an outcome failed).
+func (w *Worker) maintain(ctx context.Context) {
+	vis := w.visibility()
+	reclaimEvery := min(max(vis/4, time.Second), 30*time.Second)
+	var lastReclaim time.Time
+	dests := make([]string, 0, len(w.dests))
+	for id := range w.dests {
+		dests = append(dests, id)
+	}
+	tick := time.NewTicker(promoteEvery)
+	defer tick.Stop()
+	var fails int
+	for ctx.Err() == nil {
+		now := w.now()
+		n, err := w.Store.Promote(ctx, w.Tenant.ID, now, 512)
+		if err == nil && now.Sub(lastReclaim) >= reclaimEvery {
+			lastReclaim = now
+			var jobs []queue.Job
+			jobs, err = w.Store.Reclaim(ctx, w.Tenant.ID, w.Consumer, dests, vis, 256)
+			for i := range jobs {
+				w.start(&jobs[i])
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			fails++
+			w.Log.Warn("retry promotion or reclaim failed; retrying", "tenant", w.Tenant.ID, "err", err)
+			pause(ctx, fails)
+			continue
+		}
+		fails = 0
+		if n > 0 {
+			w.Wake()
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-gw/switchboard/gateway/carrier"
+	"github.com/switchboard-gw/switchboard/policy"
+	"github.com/switchboard-gw/switchboard/queue"
+	"github.com/switchboard-gw/switchboard/queue/redistest"
+)
+
+const token = "test_auth_token_0123456789abcdef"
+
+type fixture struct {
+	srv *httptest.Server
+	rdb *redis.Client
+	rs  *redistest.Server
+	log *syncWriter
+}
+
+func mustGateway(t *testing.T, serverYAML string) *fixture {
+	t.Helper()
+	rs := redistest.Start(t)
+	cfgText := "server:\n" + serverYAML + `
+  max_body_bytes: 2048
+redis:
+  url: ` + rs.URL() + `
+tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: ` + token + `}
+    destinations:
+      app: {url: "https://app.example.com/in", secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=}
+    routes:
+      - match: {types: [message.received]}
+        to: [app]
+`
+	file := filepath.Join(t.TempDir(), "sb.yaml")
+	if err := os.WriteFile(file, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := policy.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := rs.Client(t)
+	logs := &syncWriter{}
+	g, err := New(cfg, queue.New(rdb), slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+	return &fixture{srv: srv, rdb: rdb, rs: rs, log: logs}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func inboundForm(sid string) url.Values {
+	return url.Values{
+		"MessageSid": {sid}, "SmsSid": {sid}, "AccountSid": {"AC00000000000000000000000000000001"},
+		"From": {"+15555550100"}, "To": {"+15555550199"}, "Body": {"hi"}, "NumMedia": {"0"}, "SmsStatus": {"received"},
+	}
+}
+
+// post sends a form signed for signURL to the test server at path.
+func (f *fixture) post(t *testing.T, path, signURL string, form url.Values, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", carrier.TwilioSignature(token, signURL, form))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func (f *fixture) queued(t *testing.T) int64 {
+	t.Helper()
+	n, err := f.rdb.XLen(context.Background(), "sb:{acme}:d:app").Result()
+	if err != nil && err != redis.Nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestIngressAnswers(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"`)
+	self := f.srv.URL + "/hooks/acme/tw"
+
+	resp, body := f.post(t, "/hooks/acme/tw", self, inboundForm("SM1"), nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/xml" || !strings.Contains(body, "<Response></Response>") {
+		t.Fatalf("stored callback: %d %q %q, want 200 text/xml empty TwiML", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	if n := f.queued(t); n != 1 {
+		t.Fatalf("queued = %d, want 1", n)
+	}
+
+	status := url.Values{"MessageSid": {"SM2"}, "MessageStatus": {"delivered"}, "From": {"+15555550199"}, "To": {"+15555550100"}}
+	resp, body = f.post(t, "/hooks/acme/tw", self, status, nil)
+	if resp.StatusCode != 200 || body != "" {
+		t.Errorf("status callback: %d %q, want empty 200", resp.StatusCode, body)
+	}
+	if n := f.queued(t); n != 1 {
+		t.Errorf("queued = %d, want 1: no route takes status events, so nothing is stored", n)
+	}
+
+	for _, tc := range []struct {
+		name string
+		path string
+		sign string
+		form url.Values
+		hdr  map[string]string
+		code int
+	}{
+		{"unknown tenant", "/hooks/nobody/tw", f.srv.URL + "/hooks/nobody/tw", inboundForm("SM3"), nil, 404},
+		{"unknown source", "/hooks/acme/nope", f.srv.URL + "/hooks/acme/nope", inboundForm("SM3"), nil, 404},
+		{"signed for another URL", "/hooks/acme/tw", "https://elsewhere.example.com/hooks/acme/tw", inboundForm("SM3"), nil, 401},
+		{"wrong signature", "/hooks/acme/tw", self, inboundForm("SM3"), map[string]string{"X-Twilio-Signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="}, 401},
+		{"too large", "/hooks/acme/tw", self, url.Values{"MessageSid": {"SM3"}, "Body": {strings.Repeat("x", 4096)}}, nil, 413},
+		{"unparseable", "/hooks/acme/tw", self, url.Values{"Body": {"no sid"}}, nil, 400},
+		{"forwarded headers from an untrusted peer", "/hooks/acme/tw", "https://hooks.example.com/hooks/acme/tw", inboundForm("SM3"),
+			map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _ := f.post(t, tc.path, tc.sign, tc.form, tc.hdr)
+			if resp.StatusCode != tc.code {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tc.code)
+			}
+			if n := f.queued(t); n != 1 {
+				t.Errorf("queued = %d, want 1: a refused callback must store nothing", n)
+			}
+		})
+	}
+	if !strings.Contains(f.log.String(), `"url":"https://hooks.example.com/hooks/acme/tw"`) &&
+		!strings.Contains(f.log.String(), f.srv.URL+"/hooks/acme/tw") {
+		t.Errorf("a verification failure's log does not name the URL used:\n%s", f.log.String())
+	}
+	if strings.Contains(f.log.String(), token) {
+		t.Error("the log contains the auth token")
+	}
+
+	// Redis down: 503 with Retry-After, never 200.
+	f.rs.Kill()
+	resp, _ = f.post(t, "/hooks/acme/tw", self, inboundForm("SM9"), nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("with Redis down: %d Retry-After=%q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	r, err := http.Get(f.srv.URL + "/readyz")
+	if err != nil || r.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with Redis down = %v %v, want 503", r.StatusCode, err)
+	}
+	r, err = http.Get(f.srv.URL + "/healthz")
+	if err != nil || r.StatusCode != http.StatusOK {
+		t.Errorf("/healthz = %v %v, want 200", r.StatusCode, err)
+	}
+}
+
+func TestPublicBaseURL(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"
+  public_base_url: "https://hooks.example.com/"`)
+	signed := "https://hooks.example.com/hooks/acme/tw?a=1&b=%27x%27"
+	resp, _ := f.post(t, "/hooks/acme/tw?a=1&b=%27x%27", signed, inboundForm("SM1"), nil)
+	if resp.StatusCode != 200 {
+		t.Errorf("signed for public_base_url + path + query: %d, want 200", resp.StatusCode)
+	}
+	resp, _ = f.post(t, "/hooks/acme/tw?a=1&b=%27x%27", f.srv.URL+"/hooks/acme/tw?a=1&b=%27x%27", inboundForm("SM2"), nil)
+	if resp.StatusCode != 401 {
+		t.Errorf("signed for the request's own URL while public_base_url is set: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"
+  trusted_proxies: ["127.0.0.0/8"]`)
+	hdr := map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
+	resp, _ := f.post(t, "/hooks/acme/tw", "https://hooks.example.com/hooks/acme/tw", inboundForm("SM1"), hdr)
+	if resp.StatusCode != 200 {
+		t.Errorf("forwarded by a trusted proxy: %d, want 200", resp.StatusCode)
+	}
+}

@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-gw/switchboard/gateway/delivery"
+	"github.com/switchboard-gw/switchboard/policy"
+	"github.com/switchboard-gw/switchboard/queue"
+)
+
+// Server is a running gateway: listeners, store and delivery workers.
+type Server struct {
+	cfg     *policy.Config
+	log     *slog.Logger
+	rdb     *redis.Client
+	store   *queue.Store
+	embed   *queue.Embedded
+	gw      *Gateway
+	workers map[string]*delivery.Worker
+
+	ingress, admin         *http.Server
+	ingressLn, adminLn     net.Listener
+	IngressAddr, AdminAddr string
+}
+
+// Options adjust Start for tests and the CLI.
+type Options struct {
+	// Consumer names this instance in the consumer groups (default:
+	// hostname-pid).
+	Consumer string
+}
+
+// Start opens the store (Redis at redis.url, or the embedded store when it
+// is empty), binds both listeners and starts the delivery workers. Call
+// Serve to serve and Shutdown to stop.
+func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, workers: map[string]*delivery.Worker{}}
+	url := cfg.Redis.URL
+	if url == "" {
+		e, err := queue.StartEmbedded()
+		if err != nil {
+			return nil, fmt.Errorf("start embedded store: %w", err)
+		}
+		s.embed = e
+		url = "redis://" + e.Addr()
+		log.Warn("redis.url is empty: using the embedded in-process store; NOTHING SURVIVES A RESTART — set redis.url for real use")
+	}
+	ropts, err := redis.ParseURL(url)
+	if err != nil {
+		s.close()
+		return nil, errors.New("redis.url: cannot parse it") // the URL may hold a password
+	}
+	ropts.DialTimeout = 2 * time.Second
+	ropts.ReadTimeout = 3 * time.Second
+	ropts.WriteTimeout = 3 * time.Second
+	ropts.MaxRetries = 1
+	ropts.PoolSize = max(ropts.PoolSize, 64)
+	s.rdb = redis.NewClient(ropts)
+	s.store = queue.New(s.rdb)
+
+	gw, err := New(cfg, s.store, log)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.gw = gw
+
+	consumer := opts.Consumer
+	if consumer == "" {
+		host, _ := os.Hostname()
+		consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	client := delivery.NewClient(cfg.Delivery.AllowPrivateNetworks)
+	if cfg.Delivery.AllowPrivateNetworks {
+		log.Warn("delivery.allow_private_networks is true: deliveries may reach loopback and private addresses")
+	}
+	for tid, t := range cfg.Tenants {
+		s.workers[tid] = &delivery.Worker{
+			Store: s.store, Tenant: t, Client: client, Consumer: consumer,
+			Log: log,
+		}
+	}
+	gw.wake = func(tid string) {
+		if w := s.workers[tid]; w != nil {
+			w.Wake()
+		}
+	}
+
+	if s.ingressLn, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
+		s.close()
+		return nil, fmt.Errorf("server.listen: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.Server.AdminListen); err != nil {
+		s.close()
+		return nil, fmt.Errorf("server.admin_listen: %w", err)
+	}
+	s.IngressAddr, s.AdminAddr = s.ingressLn.Addr().String(), s.adminLn.Addr().String()
+
+	admin := http.NewServeMux()
+	gw.health(admin)
+	s.ingress = newHTTPServer(gw.Handler())
+	s.admin = newHTTPServer(recoverer(log, admin))
+	return s, nil
+}
+
+// newHTTPServer sets every timeout, so slow clients cannot hold
+// connections (slowloris).
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// recoverer turns a panic into a 500 and a log line: none reaches a client.
+func recoverer(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("panic serving request", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				http.Error(w, "internal error", http.StatusInternalServerError)
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Serve serves until ctx is done, then shuts down: it stops accepting
+// callbacks, lets those in progress finish, stops reading jobs, waits for
+// deliveries in flight (each bounded by its timeout) and records their
+// outcomes, so nothing is lost. It returns nil after a clean stop.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.ingress.Serve(s.ingressLn) }()
+	go func() { errc <- s.admin.Serve(s.adminLn) }()
+	s.log.Info("switchboard serving", "listen", s.IngressAddr, "admin_listen", s.AdminAddr,
+		"tenants", len(s.cfg.Tenants))
+
+	wctx, stopWorkers := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, w := range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = w.Run(wctx)
+		}()
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("listener stopped: %w", err)
+	}
+	s.log.Info("shutting down: no new callbacks; finishing deliveries in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = s.ingress.Shutdown(sctx)
+	cancel()
+	stopWorkers()
+	wg.Wait()
+	sctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	_ = s.admin.Shutdown(sctx)
+	cancel()
+	s.close()
+	s.log.Info("stopped")
+	return err
+}
+
+func (s *Server) close() {
+	if s.ingressLn != nil && s.ingress == nil {
+		s.ingressLn.Close()
+	}
+	if s.adminLn != nil && s.admin == nil {
+		s.adminLn.Close()
+	}
+	if s.rdb != nil {
+		s.rdb.Close()
+	}
+	if s.embed != nil {
+		s.embed.Close()
+	}
+}
