@@ -1,0 +1,121 @@
+package test
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestQuickStart follows the README's tour: the example config on the
+// embedded store, switchboard sink, switchboard simulate.
+func TestQuickStart(t *testing.T) {
+	src, err := os.ReadFile("../configs/switchboard.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinkAddr := freeAddr(t)
+	cfg := strings.NewReplacer(
+		`"127.0.0.1:8080"`, `"127.0.0.1:0"`,
+		`"127.0.0.1:9090"`, `"127.0.0.1:0"`,
+		"http://127.0.0.1:8081/events", "http://"+sinkAddr+"/events",
+	).Replace(string(src))
+	if !strings.Contains(cfg, sinkAddr) {
+		t.Fatal("the example config no longer delivers to the sink on 127.0.0.1:8081")
+	}
+
+	sinkOut := newLogBuffer()
+	sink := exec.Command(binary, "sink", "--listen", sinkAddr, "--secret", demoSecret)
+	sink.Stdout, sink.Stderr = sinkOut, sinkOut
+	if err := sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Process.Kill(); _ = sink.Wait() })
+
+	g := startGateway(t, cfg)
+	if !strings.Contains(g.log.String(), "NOTHING SURVIVES A RESTART") {
+		t.Errorf("the embedded store is not announced plainly in the log:\n%s", g.log.String())
+	}
+	waitFor(t, 10*time.Second, "the sink to listen", func() bool {
+		c, err := net.Dial("tcp", sinkAddr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	url := g.hookURL("acme", "twilio-main")
+	out, errOut, code := runCLI(t, "simulate", "--url", url, "--carrier", "twilio", "--secret", "demo_twilio_auth_token", "--text", "Hello tour")
+	if code != 0 || !strings.Contains(out, "200") || !strings.Contains(out, "<Response>") {
+		t.Fatalf("simulate: exit %d\n%s\n%s", code, out, errOut)
+	}
+	waitFor(t, 10*time.Second, "the sink to print the event", func() bool {
+		return strings.Contains(sinkOut.String(), "Hello tour")
+	})
+	lines := jsonLines(t, strings.SplitN(sinkOut.String(), "\n", 2)[1])
+	var found bool
+	for _, l := range lines {
+		if l["verified"] == true && strings.HasPrefix(l["webhook_id"].(string), "evt_") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("sink printed no verified event: %s", sinkOut.String())
+	}
+
+	out, _, code = runCLI(t, "simulate", "--url", url, "--carrier", "twilio", "--secret", "wrong", "--text", "forged")
+	if code == 0 || !strings.Contains(out, "401") {
+		t.Errorf("simulate with a wrong secret: exit %d, %s; want 401", code, out)
+	}
+
+	out, _, code = runCLI(t, "dlq", "list", "--config", g.configFile, "--tenant", "acme")
+	if code != 1 {
+		t.Errorf("dlq list on the embedded store: exit %d, want 1 with an explanation", code)
+	}
+	_ = out
+}
+
+// TestCheck covers switchboard check's two answers.
+func TestCheck(t *testing.T) {
+	out, errOut, code := runCLI(t, "check", "--config", "../configs/switchboard.example.yaml")
+	if code != 0 || !strings.Contains(out, "1 tenants, 1 sources, 1 destinations, 1 routes") {
+		t.Errorf("check example: exit %d, %q %q", code, out, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("server:\n  listne: x\ntenants:\n  acme:\n    routes:\n      - to: [nowhere]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = runCLI(t, "check", "--config", bad)
+	if code != 1 {
+		t.Errorf("check bad: exit %d, want 1", code)
+	}
+	for _, want := range []string{bad + ":2: server.listne: unknown key"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("check bad printed %q, want a line %q", errOut, want)
+		}
+	}
+	_ = out
+	for _, cmd := range [][]string{{"serve", "--help"}, {"check", "--help"}, {"dlq", "list", "--help"}, {"dlq", "replay", "--help"}, {"dlq", "purge", "--help"}, {"simulate", "--help"}, {"sink", "--help"}} {
+		out, _, code := runCLI(t, cmd...)
+		if code != 0 || !strings.Contains(out, "Usage") {
+			t.Errorf("%v: exit %d, %q", cmd, code, out)
+		}
+	}
+	out, _, code = runCLI(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "switchboard ") {
+		t.Errorf("version: exit %d, %q", code, out)
+	}
+}
