@@ -38,8 +38,12 @@ fmt:
 tidy:
 	$(GO) mod tidy
 
+# bench: Go micro-benchmarks beside the code, then the harness (test/bench):
+# floor server, ingest, end to end, memory; writes bench-results.md.
+# BENCH_SHORT=1 for a quick pass, BENCH_RUNS / BENCH_SECONDS to tune.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./...
+	BENCH_OUT=bench-results.md $(GO) run ./test/bench
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \

@@ -1,0 +1,460 @@
+// Command bench is Switchboard's benchmark harness (make bench). In one run
+// on one machine it measures the floor server, the gateway's ingest, end to
+// end delivery, Redis memory per queued event and the gateway's RSS with a
+// backlog, with AOF off and with appendfsync everysec, and prints a markdown
+// table. All traffic goes to 127.0.0.1, bounded in count and time.
+//
+// BENCH_SHORT=1 runs a tiny version (CI keeps the harness alive with it; it
+// asserts nothing about timings). BENCH_RUNS sets the runs per figure
+// (default 3), BENCH_SECONDS each load window (default 5).
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	switchboard "github.com/switchboard-gw/switchboard"
+	"github.com/switchboard-gw/switchboard/gateway/carrier"
+	"github.com/switchboard-gw/switchboard/queue"
+	"github.com/switchboard-gw/switchboard/test/load"
+)
+
+const secret = "bench_auth_token_0123456789abcdef"
+const whsec = "whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE="
+
+var (
+	short   = os.Getenv("BENCH_SHORT") != ""
+	runs    = envInt("BENCH_RUNS", 3)
+	seconds = envInt("BENCH_SECONDS", 5)
+	workdir string
+	out     = os.Getenv("BENCH_OUT")
+)
+
+func envInt(k string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func main() {
+	log.SetFlags(log.Ltime)
+	if short {
+		runs, seconds = 1, 1
+	}
+	var err error
+	workdir, err = os.MkdirTemp("", "switchboard-bench")
+	must(err)
+	defer os.RemoveAll(workdir)
+	gw := filepath.Join(workdir, "switchboard")
+	floor := filepath.Join(workdir, "floor")
+	build(gw, "./cmd/switchboard")
+	build(floor, "./test/floor")
+
+	var rows []row
+	for _, aof := range []bool{false, true} {
+		label := "AOF off"
+		if aof {
+			label = "AOF everysec"
+		}
+		var floorR, ingR, e2eR []float64
+		var p50, p99 []float64
+		for i := range runs {
+			log.Printf("%s: run %d/%d", label, i+1, runs)
+			if !aof {
+				r := measureFloor(floor, aof, i)
+				floorR = append(floorR, r.Rate())
+			}
+			r := measureIngest(gw, aof, i)
+			ingR = append(ingR, r.Rate())
+			p50 = append(p50, float64(r.P50.Microseconds())/1000)
+			p99 = append(p99, float64(r.P99.Microseconds())/1000)
+			e2eR = append(e2eR, measureEndToEnd(gw, aof, i))
+		}
+		if !aof {
+			rows = append(rows, row{"floor server: verify + normalize + 1 XADD (req/s, 64 conns)", label, floorR, "%.0f"})
+		}
+		rows = append(rows,
+			row{"gateway ingest (req/s, 64 conns)", label, ingR, "%.0f"},
+			row{"gateway ingest p50 (ms)", label, p50, "%.2f"},
+			row{"gateway ingest p99 (ms)", label, p99, "%.2f"},
+			row{"end to end delivered into a local sink (events/s)", label, e2eR, "%.0f"},
+		)
+	}
+	sizes := []int{100_000, 1_000_000}
+	if short {
+		sizes = []int{2_000}
+	}
+	var rawSize int
+	for _, n := range sizes {
+		var perEvent, rss []float64
+		for i := range runs {
+			log.Printf("backlog %d: run %d/%d", n, i+1, runs)
+			pe, r, rs := measureBacklog(gw, n)
+			perEvent = append(perEvent, pe)
+			rss = append(rss, r)
+			rawSize = rs
+		}
+		rows = append(rows,
+			row{fmt.Sprintf("Redis memory per queued event, %s queued (bytes)", human(n)), "AOF off", perEvent, "%.0f"},
+			row{fmt.Sprintf("gateway RSS with %s queued (MiB)", human(n)), "AOF off", rss, "%.1f"},
+		)
+	}
+	report(rows, rawSize)
+}
+
+func human(n int) string {
+	if n >= 1_000_000 {
+		return fmt.Sprintf("%dM", n/1_000_000)
+	}
+	return fmt.Sprintf("%dk", n/1000)
+}
+
+type row struct {
+	name, mode string
+	vals       []float64
+	format     string
+}
+
+func (r row) median() float64 {
+	v := slices.Clone(r.vals)
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func report(rows []row, rawSize int) {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	cpu := cpuModel()
+	fmt.Fprintf(&b, "Measured %s on %s (%d cores, %s, %s), load generator on the same machine; median of %d run(s), min–max in brackets.\n\n",
+		time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), cpu, runtime.Version(), runs)
+	fmt.Fprintf(&b, "| figure | Redis | median | min–max |\n|---|---|---|---|\n")
+	med := map[string]float64{}
+	for _, r := range rows {
+		mn, mx := slices.Min(r.vals), slices.Max(r.vals)
+		fmt.Fprintf(&b, "| %s | %s | "+r.format+" | "+r.format+"–"+r.format+" |\n", r.name, r.mode, r.median(), mn, mx)
+		med[r.name+"|"+r.mode] = r.median()
+	}
+	floor := med["floor server: verify + normalize + 1 XADD (req/s, 64 conns)|AOF off"]
+	ing := med["gateway ingest (req/s, 64 conns)|AOF off"]
+	e2e := med["end to end delivered into a local sink (events/s)|AOF off"]
+	p99 := med["gateway ingest p99 (ms)|AOF off"]
+	fmt.Fprintf(&b, "\nTargets (same run): ingest/floor = %.2f (target ≥ 1.25); p99 = %.2f ms (target ≤ 10); end-to-end/ingest = %.2f (target ≥ 0.5); raw Twilio callback = %d bytes (memory target ≤ %d bytes per event).\n",
+		ing/floor, p99, e2e/ing, rawSize, 2*rawSize)
+	fmt.Print(b.String())
+	if out != "" {
+		must(os.WriteFile(out, []byte(b.String()), 0o644))
+	}
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			return strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+		}
+	}
+	return runtime.GOARCH
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func build(out, pkg string) {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	must(cmd.Run())
+}
+
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// redisProc is a redis-server of the harness's own.
+type redisProc struct {
+	cmd  *exec.Cmd
+	addr string
+	rdb  *redis.Client
+}
+
+func startRedis(aof bool) *redisProc {
+	addr := freePort()
+	_, port, _ := net.SplitHostPort(addr)
+	dir, err := os.MkdirTemp(workdir, "redis")
+	must(err)
+	args := []string{"--port", port, "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no"}
+	if aof {
+		args = []string{"--port", port, "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"}
+	}
+	cmd := exec.Command("redis-server", args...)
+	must(cmd.Start())
+	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 16})
+	deadline := time.Now().Add(10 * time.Second)
+	for rdb.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			log.Fatal("redis-server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &redisProc{cmd: cmd, addr: addr, rdb: rdb}
+}
+
+func (r *redisProc) stop() {
+	r.rdb.Close()
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	_ = r.cmd.Wait()
+}
+
+// proc is a started server whose log announced its address.
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startProc(bin string, args []string, ready func(line string) (string, bool)) *proc {
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	must(err)
+	cmd.Stdout = io.Discard
+	must(cmd.Start())
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		sent := false
+		for sc.Scan() {
+			if !sent {
+				if a, ok := ready(sc.Text()); ok {
+					found <- a
+					sent = true
+				}
+			}
+		}
+	}()
+	select {
+	case a := <-found:
+		return &proc{cmd: cmd, addr: a}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		log.Fatalf("%s did not start", bin)
+	}
+	return nil
+}
+
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (p *proc) rssMiB() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	must(err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func startGateway(bin string, cfg string) *proc {
+	file := filepath.Join(workdir, fmt.Sprintf("sb-%d.yaml", time.Now().UnixNano()))
+	must(os.WriteFile(file, []byte(cfg), 0o600))
+	return startProc(bin, []string{"serve", "--config", file}, func(line string) (string, bool) {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "switchboard serving" {
+			a, _ := m["listen"].(string)
+			return a, true
+		}
+		return "", false
+	})
+}
+
+// gatewayConfig: one tenant, one Twilio source, one destination. held
+// limits the destination to a trickle so events stay queued.
+func gatewayConfig(redisAddr, destURL string, held bool) string {
+	rate := ""
+	if held {
+		rate = "\n        rate: {per_second: 0.001, burst: 1}"
+	}
+	return fmt.Sprintf(`
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: "redis://%s/0"}
+delivery: {allow_private_networks: true, timeout: 5s, max_in_flight: 64}
+tenants:
+  bench:
+    sources:
+      tw: {carrier: twilio, secret: %s}
+    destinations:
+      app:
+        url: %q
+        secret: %s%s
+    routes:
+      - to: [app]
+`, redisAddr, secret, destURL, whsec, rate)
+}
+
+func loadFor(url, prefix string) load.Result {
+	n := 40_000 * seconds
+	if short {
+		n = 2_000
+	}
+	cbs := load.Prepare(url, secret, prefix, n)
+	r := load.Run(context.Background(), load.Config{URL: url, Conns: 64, Duration: time.Duration(seconds) * time.Second}, cbs)
+	log.Printf("  %s", r)
+	if r.Errors > 0 {
+		log.Printf("  warning: %d errors", r.Errors)
+	}
+	return r
+}
+
+func measureFloor(bin string, aof bool, run int) load.Result {
+	rs := startRedis(aof)
+	defer rs.stop()
+	p := startProc(bin, []string{"--redis", "redis://" + rs.addr + "/0", "--secret", secret}, func(line string) (string, bool) {
+		if i := strings.Index(line, "floor listening on "); i >= 0 {
+			return strings.TrimSpace(line[i+len("floor listening on "):]), true
+		}
+		return "", false
+	})
+	defer p.stop()
+	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("F%d", run))
+}
+
+func measureIngest(bin string, aof bool, run int) load.Result {
+	rs := startRedis(aof)
+	defer rs.stop()
+	p := startGateway(bin, gatewayConfig(rs.addr, "http://127.0.0.1:9/never", true))
+	defer p.stop()
+	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run))
+}
+
+// measureEndToEnd sends a load and counts deliveries at a local sink until
+// every accepted callback has arrived; the rate is delivered events over the
+// time from the first callback to the last delivery.
+func measureEndToEnd(bin string, aof bool, run int) float64 {
+	rs := startRedis(aof)
+	defer rs.stop()
+	var got atomic.Int64
+	var last atomic.Int64
+	sink := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got.Add(1)
+		last.Store(time.Now().UnixNano())
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	go func() { _ = sink.Serve(ln) }()
+	defer sink.Close()
+	p := startGateway(bin, gatewayConfig(rs.addr, "http://"+ln.Addr().String()+"/events", false))
+	defer p.stop()
+	start := time.Now()
+	r := loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("E%d", run))
+	accepted := int64(r.Requests - r.Errors)
+	deadline := time.Now().Add(120 * time.Second)
+	for got.Load() < accepted && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Duration(last.Load() - start.UnixNano())
+	rate := float64(got.Load()) / elapsed.Seconds()
+	log.Printf("  delivered %d of %d accepted in %v: %.0f/s", got.Load(), accepted, elapsed.Round(time.Millisecond), rate)
+	return rate
+}
+
+// measureBacklog fills Redis with n events exactly as the gateway stores
+// them (the Twilio parser, the normalized event, the dedup key), measures
+// Redis memory per event, then starts a gateway whose destination is held
+// and reads its RSS.
+func measureBacklog(bin string, n int) (perEvent, rss float64, rawSize int) {
+	rs := startRedis(false)
+	defer rs.stop()
+	ctx := context.Background()
+	before := usedMemory(rs.rdb)
+	store := queue.New(rs.rdb)
+	tw, err := carrier.New(carrier.Config{Carrier: "twilio", Secret: secret})
+	must(err)
+	target := "http://127.0.0.1/hooks/bench/tw"
+	tmpl := load.Prepare(target, secret, "M", 1)[0]
+	rawSize = len(tmpl.Body)
+	const batch = 512
+	now := time.Now()
+	for i := 0; i < n; i += batch {
+		entries := make([]*queue.Entry, 0, batch)
+		for j := i; j < min(n, i+batch); j++ {
+			body := strings.Replace(string(tmpl.Body), "SMM000000000000000000000000", fmt.Sprintf("SMM%024d", j), 3)
+			req := &carrier.Request{Method: http.MethodPost, URL: target, Body: []byte(body), Now: now}
+			req.Header = http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+			events, err := tw.Parse(req)
+			must(err)
+			e := &events[0]
+			e.ID = switchboard.NewEventID(now)
+			e.Timestamp = switchboard.NewTime(now)
+			e.Tenant, e.Source, e.Carrier = "bench", "tw", "twilio"
+			b, _ := json.Marshal(e)
+			entries = append(entries, &queue.Entry{Tenant: "bench", DedupKey: e.DedupKey(), EventID: e.ID, Event: b, Destinations: []string{"app"}, Now: now})
+		}
+		_, err := store.Enqueue(ctx, 24*time.Hour, entries...)
+		must(err)
+	}
+	xlen, err := rs.rdb.XLen(ctx, "sb:{bench}:d:app").Result()
+	must(err)
+	if int(xlen) != n {
+		log.Fatalf("backlog holds %d events, want %d", xlen, n)
+	}
+	perEvent = float64(usedMemory(rs.rdb)-before) / float64(n)
+	p := startGateway(bin, gatewayConfig(rs.addr, "http://127.0.0.1:9/never", true))
+	defer p.stop()
+	time.Sleep(3 * time.Second) // let the workers settle on the backlog
+	rss = p.rssMiB()
+	log.Printf("  %d queued: %.0f bytes per event in Redis (raw callback %d bytes), gateway RSS %.1f MiB", n, perEvent, rawSize, rss)
+	return perEvent, rss, rawSize
+}
+
+func usedMemory(rdb *redis.Client) int64 {
+	info, err := rdb.Info(context.Background(), "memory").Result()
+	must(err)
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
