@@ -55,7 +55,11 @@ type Carrier interface {
 	Verify(r *Request) (Proof, error)
 	// Parse turns a verified request into events. The gateway fills ID,
 	// Timestamp, Tenant, Source and Carrier; Parse fills Type and Data.
-	// Errors wrap switchboard.ErrBadPayload.
+	// No events and no error means a callback with nothing to deliver
+	// (e.g. a carrier event type we do not map): answer it with Reply.
+	// Errors wrap switchboard.ErrBadPayload, except for an Amazon SNS
+	// subscription handshake, where Parse returns a *SNSSubscription (see
+	// there): not a failure but a request to confirm.
 	Parse(r *Request) ([]switchboard.Event, error)
 	// Reply is the acknowledgement the carrier expects once the events are
 	// stored.
@@ -80,6 +84,9 @@ type Config struct {
 	Prefix          string
 	// ReplayWindow bounds signed timestamps (default 5m).
 	ReplayWindow time.Duration
+	// HTTPClient is what aws-sns fetches signing certificates and confirms
+	// subscriptions with; nil means a client with a 10 s timeout.
+	HTTPClient *http.Client
 }
 
 var registry = map[string]func(Config) (Carrier, error){}

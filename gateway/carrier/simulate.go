@@ -108,6 +108,16 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// randomDigits is n random decimal digits.
+func randomDigits(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = '0' + b[i]%10
+	}
+	return string(b)
+}
+
 // randomUint64 is a random number.
 func randomUint64() uint64 {
 	var b [8]byte
