@@ -10,10 +10,11 @@ import (
 // a retry is late by at most this much.
 const promoteEvery = 250 * time.Millisecond
 
-// VisibilityMargin is added to the longest delivery timeout of a tenant to
-// get the visibility timeout after which another instance's pending jobs
-// are reclaimed: an attempt in flight is never reclaimed.
-const VisibilityMargin = 30 * time.Second
+// visibilityMargin is added to twice the longest delivery timeout of a
+// tenant to get the visibility timeout after which pending jobs (of a dead
+// instance) are reclaimed: an attempt in flight, and the recording of its
+// outcome, finish well within it, so a live attempt is never reclaimed.
+const visibilityMargin = 5 * time.Second
 
 // visibility returns the tenant's visibility timeout.
 func (w *Worker) visibility() time.Duration {
@@ -21,7 +22,7 @@ func (w *Worker) visibility() time.Duration {
 	for _, t := range w.dests {
 		longest = max(longest, t.cfg.Timeout.D())
 	}
-	return longest + VisibilityMargin
+	return 2*longest + visibilityMargin
 }
 
 // maintain promotes due retries and reclaims jobs left pending by a dead
