@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"regexp"
 	"time"
 )
 
@@ -15,6 +16,7 @@ type Config struct {
 	Delivery   Delivery           `yaml:"delivery"`
 	Dedup      Dedup              `yaml:"dedup"`
 	History    History            `yaml:"history"`
+	Tracing    Tracing            `yaml:"tracing"`
 	TenantsDir string             `yaml:"tenants_dir"`
 	Tenants    map[string]*Tenant `yaml:"tenants"`
 
@@ -45,6 +47,10 @@ type Server struct {
 type Redis struct {
 	// URL of the Redis server; empty starts the embedded, non-durable store.
 	URL string `yaml:"url" secret:"true"`
+	// GroupCommitWindow is how long a callback's enqueue waits to share
+	// one Redis round trip with concurrent callbacks (default 100µs; 0s
+	// sends each on its own).
+	GroupCommitWindow Duration `yaml:"group_commit_window"`
 }
 
 // Delivery holds the settings every destination inherits; a destination may
@@ -53,8 +59,19 @@ type Delivery struct {
 	// AllowPrivateNetworks permits deliveries to loopback, private,
 	// link-local and metadata addresses (default false: refused at dial).
 	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
-	DestinationSettings  `yaml:",inline"`
+	// RateScope says where rate limits (destination rate, tenant
+	// delivery_rate) are kept: RateScopeRedis (default) makes them hold in
+	// total across every gateway instance sharing the Redis; RateScopeLocal
+	// keeps them in each process, so N instances allow N times the rate.
+	RateScope           string `yaml:"rate_scope"`
+	DestinationSettings `yaml:",inline"`
 }
+
+// Rate scopes (delivery.rate_scope).
+const (
+	RateScopeRedis = "redis"
+	RateScopeLocal = "local"
+)
 
 // DestinationSettings are the delivery settings a destination inherits from
 // delivery: and may override.
@@ -102,6 +119,18 @@ type Dedup struct {
 	TTL Duration `yaml:"ttl"`
 }
 
+// Tracing configures OpenTelemetry traces: a span per callback and per
+// delivery attempt, exported over OTLP/HTTP. Off unless OTLPEndpoint is set.
+type Tracing struct {
+	// OTLPEndpoint is the collector's OTLP/HTTP URL, e.g.
+	// http://otel-collector:4318 (spans go to its /v1/traces); empty: off.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// ServiceName is the service.name resource attribute (default "switchboard").
+	ServiceName string `yaml:"service_name"`
+	// SampleRatio is the share of new traces kept, 0 < ratio <= 1 (default 1).
+	SampleRatio float64 `yaml:"sample_ratio"`
+}
+
 // History configures how long delivered events are kept for lookup.
 type History struct {
 	Retention Duration `yaml:"retention"`
@@ -141,6 +170,9 @@ type Source struct {
 	Encoding        string   `yaml:"encoding"`
 	Prefix          string   `yaml:"prefix"`
 	ReplayWindow    Duration `yaml:"replay_window"`
+	// Passthrough, when set, forwards each callback synchronously to one
+	// destination and gives the carrier that app's answer (legacy.go).
+	Passthrough *Passthrough `yaml:"passthrough"`
 }
 
 // Formats a destination may receive.
@@ -161,24 +193,62 @@ type Destination struct {
 	TwilioAccountSID string `yaml:"twilio_account_sid"`
 	TwilioAuthToken  string `yaml:"twilio_auth_token" secret:"true"`
 
+	// Type is push (default: Switchboard POSTs) or pull (the app fetches
+	// its events from /v1/pull with Token; no URL or secret).
+	Type  string `yaml:"type"`
+	Token string `yaml:"token" secret:"true"`
+	// VisibilityTimeout is how long a pulled event may stay unacknowledged
+	// before it is handed out again (pull only; default 30s).
+	VisibilityTimeout Duration `yaml:"visibility_timeout"`
+	// Ordered delivers one event at a time, in arrival order: a failing
+	// event is retried in place and holds back those behind it.
+	Ordered bool `yaml:"ordered"`
+	// OrderKey narrows the order: "conversation" keeps FIFO per pair of
+	// numbers while different conversations proceed in parallel. It
+	// implies Ordered.
+	OrderKey string `yaml:"order_key"`
+	// DropStaleStatus skips a status event whose rank is not above the
+	// last status delivered for that message (switchboard.StatusRank).
+	DropStaleStatus bool `yaml:"drop_stale_status"`
+
 	DestinationSettings `yaml:",inline"`
 }
 
 // Route sends matching events to destinations.
 type Route struct {
-	Match *Match   `yaml:"match"`
-	To    []string `yaml:"to"`
+	Match *Match `yaml:"match"`
+	// When is a CEL expression over event (the normalized event as a map),
+	// e.g. event.data.text.contains("vip"). It is compiled by Load; at run
+	// time a missing key (or any evaluation error) makes it false.
+	When string   `yaml:"when"`
+	To   []string `yaml:"to"`
 	// Continue lets later routes also take an event this route took.
 	Continue bool `yaml:"continue"`
 
 	// Line is where the route starts in its file.
 	Line int    `yaml:"-"`
 	File string `yaml:"-"`
+
+	when *program // compiled When; nil when empty
 }
 
-// Match holds a route's conditions; every non-empty one must hold.
+// Match holds a route's conditions; every non-empty one must hold, and
+// within a list any one entry may match.
 type Match struct {
-	Types []string `yaml:"types"`
+	Types    []string `yaml:"types"`
+	Carriers []string `yaml:"carriers"`
+	Sources  []string `yaml:"sources"`
+	Statuses []string `yaml:"statuses"`
+	// From and To are globs over the whole E.164 number: '*' matches any
+	// run of characters, everything else itself ("+447*").
+	From []string `yaml:"from"`
+	To   []string `yaml:"to"`
+	// Text is an RE2 regular expression searched in data.text, unanchored
+	// ("stop" matches "please stop"; write "^stop$" to anchor).
+	Text string `yaml:"text"`
+
+	from, to []glob
+	text     *regexp.Regexp
 }
 
 // Duration is a time.Duration written as a Go duration ("250ms", "2h").

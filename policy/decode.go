@@ -289,6 +289,14 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string, secret b
 		d.lines[p] = k.Line
 		elem := reflect.New(v.Type().Elem()).Elem()
 		d.decode(val, elem, p, secret)
+		if elem.Kind() == reflect.Pointer && elem.IsNil() {
+			// "name:" with no value: an empty entry, defaults applied.
+			if elem.Type() == destPtrType && d.newDestination != nil {
+				elem.Set(reflect.ValueOf(d.newDestination()))
+			} else {
+				elem.Set(reflect.New(elem.Type().Elem()))
+			}
+		}
 		v.SetMapIndex(key, elem)
 	}
 }

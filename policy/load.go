@@ -76,8 +76,10 @@ var defaultConfig = Config{
 			},
 		},
 	},
+	Redis:   Redis{GroupCommitWindow: Duration(100 * time.Microsecond)},
 	Dedup:   Dedup{TTL: Duration(24 * time.Hour)},
 	History: History{Retention: Duration(72 * time.Hour)},
+	Tracing: Tracing{ServiceName: "switchboard", SampleRatio: 1},
 }
 
 // Load reads, expands, defaults and validates the configuration in file.
@@ -203,7 +205,11 @@ func loadTenantsDir(cfg *Config, d *decoder, lines map[string]pos, errs *Errors)
 			continue
 		}
 		if prev, ok := cfg.Tenants[id]; ok {
-			errs.add(f, 1, path, fmt.Sprintf("tenant %s is defined twice (also in %s)", id, prev.File))
+			where := prev.File
+			if p, ok := lines[path]; ok && p.line > 0 {
+				where = fmt.Sprintf("%s:%d", p.file, p.line)
+			}
+			errs.add(f, 1, path, fmt.Sprintf("tenant %s is defined twice (also in %s)", id, where))
 			continue
 		}
 		root, ok := parseYAML(f, src, errs)
@@ -373,6 +379,24 @@ func (v *validator) validate() {
 	if c.History.Retention <= 0 {
 		v.fail("history.retention", "must be positive")
 	}
+	if e := c.Tracing.OTLPEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.fail("tracing.otlp_endpoint", "%q is not an http:// or https:// URL", e)
+		}
+	}
+	if r := c.Tracing.SampleRatio; r <= 0 || r > 1 {
+		v.fail("tracing.sample_ratio", "must be above 0 and at most 1")
+	}
+	if c.Tracing.ServiceName == "" {
+		v.fail("tracing.service_name", "must not be empty")
+	}
+	switch c.Delivery.RateScope {
+	case "":
+		c.Delivery.RateScope = RateScopeRedis
+	case RateScopeRedis, RateScopeLocal:
+	default:
+		v.fail("delivery.rate_scope", "%q is not one of redis, local", c.Delivery.RateScope)
+	}
 	v.settings("delivery", &c.Delivery.DestinationSettings)
 
 	for _, tid := range c.TenantIDs() {
@@ -393,6 +417,9 @@ func (v *validator) validate() {
 			dst := t.Destinations[did]
 			dst.ID = did
 			v.destination(tp+".destinations."+did, dst)
+		}
+		for _, sid := range sortedKeys(t.Sources) {
+			v.passthrough(tp+".sources."+sid, t, t.Sources[sid]) // needs the destinations validated
 		}
 		for i, r := range t.Routes {
 			rp := fmt.Sprintf("%s.routes[%d]", tp, i)
@@ -497,6 +524,11 @@ func (v *validator) source(p string, s *Source) {
 }
 
 func (v *validator) destination(p string, d *Destination) {
+	if d.Type == TypePull {
+		v.pullDestination(p, d) // legacy.go
+		return
+	}
+	v.pushDestination(p, d)
 	u, err := url.Parse(d.URL)
 	switch {
 	case d.URL == "":
@@ -542,13 +574,7 @@ func (v *validator) route(p string, t *Tenant, r *Route) {
 			v.fail(fmt.Sprintf("%s.to[%d]", p, i), "destination %q is not defined in tenant %s", to, t.ID)
 		}
 	}
-	if r.Match != nil {
-		for i, typ := range r.Match.Types {
-			if !strings.HasPrefix(typ, "message.") {
-				v.fail(fmt.Sprintf("%s.match.types[%d]", p, i), "%q is not an event type (like message.received, message.status)", typ)
-			}
-		}
-	}
+	v.compileRoute(p, t, r)
 }
 
 // ParsePrefix parses a CIDR, or a single IP address as its /32 or /128.

@@ -13,7 +13,7 @@ import (
 
 const secret = "whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE="
 
-func writeFile(t *testing.T, dir, name, body string) string {
+func writeFile(t testing.TB, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -26,7 +26,7 @@ func env(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
-func mustLoad(t *testing.T, body string, vars map[string]string) *Config {
+func mustLoad(t testing.TB, body string, vars map[string]string) *Config {
 	t.Helper()
 	p := writeFile(t, t.TempDir(), "sb.yaml", body)
 	cfg, err := LoadEnv(p, env(vars))
@@ -248,8 +248,62 @@ routes:
 		t.Fatalf("tenant from dir not loaded with defaults: %+v", cfg.Tenants)
 	}
 	p2 := writeFile(t, dir, "sb2.yaml", "tenants_dir: tenants\ntenants:\n  globex: {}\n")
-	if _, err := LoadEnv(p2, env(nil)); err == nil || !strings.Contains(err.Error(), "defined twice") {
-		t.Fatalf("err = %v, want tenant defined twice", err)
+	want = filepath.Join(dir, "tenants", "globex.yaml") + ":1: tenants.globex: tenant globex is defined twice (also in " + p2 + ":3)"
+	if _, err := LoadEnv(p2, env(nil)); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	writeFile(t, filepath.Join(dir, "tenants"), "globex.yml", "{}\n")
+	want = filepath.Join(dir, "tenants", "globex.yml") + ":1: tenants.globex: tenant globex is defined twice (also in " + filepath.Join(dir, "tenants", "globex.yaml") + ":1)"
+	if _, err := LoadEnv(p, env(nil)); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
+
+func TestTenantsDirErrorsNameTheTenantFile(t *testing.T) {
+	dir := t.TempDir()
+	tdir := filepath.Join(dir, "tenants")
+	if err := os.Mkdir(tdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, tdir, "acme.yaml", `sources:
+  tw: {carrier: twilio, secret: x}
+destinations:
+  app: {url: "https://app.example.com", secret: `+secret+`, retry: {initial: 5x}}
+routes:
+  - when: evnt.type == "x"
+    to: [app]
+  - bogus: 1
+`)
+	writeFile(t, tdir, "broken.yaml", "destinations: [\n")
+	p := writeFile(t, dir, "sb.yaml", "delivery: {timeout: 3s}\ntenants_dir: tenants\n")
+	_, err := LoadEnv(p, env(nil))
+	if err == nil {
+		t.Fatal("loaded a tenants_dir with errors")
+	}
+	acme := filepath.Join(tdir, "acme.yaml")
+	for _, w := range []string{
+		acme + `:4: tenants.acme.destinations.app.retry.initial: "5x" is not a duration`,
+		acme + `:6: tenants.acme.routes[0].when: column 1: undeclared reference to 'evnt'`,
+		acme + `:8: tenants.acme.routes[1].bogus: unknown key`,
+		filepath.Join(tdir, "broken.yaml") + `:`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("errors lack %q; got:\n%v", w, err)
+		}
+	}
+	writeFile(t, tdir, "acme.yaml", "destinations:\n  app: {url: \"https://app.example.com\", secret: "+secret+"}\n")
+	if err := os.Remove(filepath.Join(tdir, "broken.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadEnv(p, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Tenants["acme"].Destinations["app"].Timeout.D(); got != 3*time.Second {
+		t.Errorf("timeout = %v, want 3s inherited from delivery: in the main file", got)
+	}
+	if got := cfg.Tenants["acme"].File; got != acme {
+		t.Errorf("tenant file = %q, want %q", got, acme)
 	}
 }
 
@@ -279,5 +333,18 @@ func TestRoute(t *testing.T) {
 	acme.Routes[0].Continue = true
 	if got := acme.Route(in); strings.Join(got, ",") != "crm,audit" {
 		t.Errorf("with continue, inbound routes to %v, want [crm audit]", got)
+	}
+}
+
+func TestRateScope(t *testing.T) {
+	if got := mustLoad(t, "{}\n", nil).Delivery.RateScope; got != RateScopeRedis {
+		t.Errorf("default rate_scope = %q, want %q", got, RateScopeRedis)
+	}
+	if got := mustLoad(t, "delivery: {rate_scope: local}\n", nil).Delivery.RateScope; got != RateScopeLocal {
+		t.Errorf("rate_scope = %q, want local", got)
+	}
+	p, errs := loadErrors(t, "delivery:\n  rate_scope: cluster\n", nil)
+	if want := p + `:2: delivery.rate_scope: "cluster" is not one of redis, local`; !strings.Contains(errs.Error(), want) {
+		t.Errorf("errors = %v, want %q", errs, want)
 	}
 }

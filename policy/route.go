@@ -1,7 +1,12 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
 	"slices"
+	"strings"
 
 	switchboard "github.com/switchboard-gw/switchboard"
 )
@@ -12,8 +17,9 @@ import (
 // A route without conditions matches everything. Nil means no route took it.
 func (t *Tenant) Route(e *switchboard.Event) []string {
 	var out []string
+	var m eventMap
 	for _, r := range t.Routes {
-		if !r.matches(e) {
+		if !r.matches(e, &m) {
 			continue
 		}
 		for _, d := range r.To {
@@ -28,13 +34,179 @@ func (t *Tenant) Route(e *switchboard.Event) []string {
 	return out
 }
 
-func (r *Route) matches(e *switchboard.Event) bool {
-	m := r.Match
-	if m == nil {
-		return true
+// eventMap is the event as CEL sees it, built on first use: most routes
+// have no when: and never need it.
+type eventMap struct {
+	m    map[string]any
+	done bool
+}
+
+func (em *eventMap) get(e *switchboard.Event) map[string]any {
+	if !em.done {
+		em.m, em.done = EventMap(e), true
 	}
-	if len(m.Types) > 0 && !slices.Contains(m.Types, e.Type) {
+	return em.m
+}
+
+// EventMap returns e as a when: expression sees it: its JSON decoded into
+// maps, lists, strings, bools, int64 (whole numbers) and float64.
+func EventMap(e *switchboard.Event) map[string]any {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return map[string]any{}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return map[string]any{}
+	}
+	m, _ := numbers(v).(map[string]any)
+	return m
+}
+
+// numbers turns json.Number into int64 where it is whole, float64 otherwise.
+func numbers(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			v[k] = numbers(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = numbers(x)
+		}
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return i
+		}
+		f, _ := v.Float64()
+		return f
+	}
+	return v
+}
+
+func (r *Route) matches(e *switchboard.Event, em *eventMap) bool {
+	if m := r.Match; m != nil {
+		if !anyEqual(m.Types, e.Type) || !anyEqual(m.Carriers, e.Carrier) ||
+			!anyEqual(m.Sources, e.Source) || !anyEqual(m.Statuses, e.Data.Status) ||
+			!anyGlob(m.from, e.Data.From) || !anyGlob(m.to, e.Data.To) {
+			return false
+		}
+		if m.text != nil && !m.text.MatchString(e.Data.Text) {
+			return false
+		}
+	}
+	if r.when != nil && !r.when.eval(em.get(e)) {
 		return false
 	}
 	return true
+}
+
+// anyEqual: an empty list holds for every value.
+func anyEqual(list []string, v string) bool {
+	return len(list) == 0 || slices.Contains(list, v)
+}
+
+func anyGlob(list []glob, v string) bool {
+	if len(list) == 0 {
+		return true
+	}
+	for _, g := range list {
+		if g.match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// glob matches a whole string; '*' matches any run of characters
+// (including none), every other character only itself.
+type glob struct {
+	parts []string // the literal text between the stars
+}
+
+func compileGlob(s string) glob { return glob{parts: strings.Split(s, "*")} }
+
+func (g glob) match(s string) bool {
+	p := g.parts
+	if len(p) == 1 {
+		return s == p[0]
+	}
+	if !strings.HasPrefix(s, p[0]) {
+		return false
+	}
+	s = s[len(p[0]):]
+	last := p[len(p)-1]
+	for _, mid := range p[1 : len(p)-1] {
+		i := strings.Index(s, mid)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(mid):]
+	}
+	return len(s) >= len(last) && strings.HasSuffix(s, last)
+}
+
+// statuses is the normalized status vocabulary, for validating match.statuses.
+var statuses = []string{
+	switchboard.StatusAccepted, switchboard.StatusQueued, switchboard.StatusSent,
+	switchboard.StatusDelivered, switchboard.StatusUndelivered, switchboard.StatusFailed,
+	switchboard.StatusRead, switchboard.StatusUnknown,
+}
+
+// compileRoute validates a route's conditions and compiles its globs,
+// regular expression and when: expression.
+func (v *validator) compileRoute(p string, t *Tenant, r *Route) {
+	if m := r.Match; m != nil {
+		mp := p + ".match"
+		for i, typ := range m.Types {
+			if !strings.HasPrefix(typ, "message.") {
+				v.fail(fmt.Sprintf("%s.types[%d]", mp, i), "%q is not an event type (like message.received, message.status)", typ)
+			}
+		}
+		for i, c := range m.Carriers {
+			if _, ok := carrierKeys[c]; !ok {
+				v.fail(fmt.Sprintf("%s.carriers[%d]", mp, i), "unknown carrier %q (known: %s)", c, strings.Join(sortedKeys(carrierKeys), ", "))
+			}
+		}
+		for i, s := range m.Sources {
+			if _, ok := t.Sources[s]; !ok {
+				v.fail(fmt.Sprintf("%s.sources[%d]", mp, i), "source %q is not defined in tenant %s", s, t.ID)
+			}
+		}
+		for i, s := range m.Statuses {
+			if !slices.Contains(statuses, s) {
+				v.fail(fmt.Sprintf("%s.statuses[%d]", mp, i), "%q is not a status (one of %s)", s, strings.Join(statuses, ", "))
+			}
+		}
+		m.from = v.globs(mp+".from", m.From)
+		m.to = v.globs(mp+".to", m.To)
+		if m.Text != "" {
+			re, err := regexp.Compile(m.Text)
+			if err != nil {
+				v.fail(mp+".text", "%q is not an RE2 regular expression: %s", m.Text, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+			}
+			m.text = re
+		}
+	}
+	if r.When != "" || v.lines[p+".when"].line != 0 {
+		prg, err := compileWhen(r.When)
+		if err != nil {
+			v.fail(p+".when", "%s", err.Error())
+		}
+		r.when = prg
+	}
+}
+
+func (v *validator) globs(p string, list []string) []glob {
+	var out []glob
+	for i, s := range list {
+		if s == "" {
+			v.fail(fmt.Sprintf("%s[%d]", p, i), "must not be empty (use \"*\" for any number)")
+			continue
+		}
+		out = append(out, compileGlob(s))
+	}
+	return out
 }
