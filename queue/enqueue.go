@@ -27,6 +27,12 @@ type Entry struct {
 	Destinations []string
 	TraceParent  string    // W3C traceparent; empty if none
 	Now          time.Time // when the event arrived; zero means time.Now()
+	// History, when positive, also keeps the event in the tenant's history
+	// (see history.go) for that long, in the same round trip; a duplicate is
+	// not recorded.
+	History time.Duration
+	// MessageID is the carrier's message id, indexed in the history.
+	MessageID string
 }
 
 // Enqueue stores each entry atomically (dedup check, one XADD per
@@ -47,10 +53,13 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 	}
 	ttlMS := strconv.FormatInt(max(ttl.Milliseconds(), 1), 10)
 	type call struct {
-		keys []string
-		args []any
+		script *redis.Script
+		keys   []string
+		args   []any
+		entry  int  // index of the entry
+		hist   bool // a history write, which follows its entry's enqueue
 	}
-	calls := make([]call, len(entries))
+	calls := make([]call, 0, len(entries))
 	for i, e := range entries {
 		if e == nil || !validTenant(e.Tenant) || e.EventID == "" {
 			return nil, fmt.Errorf("queue enqueue: entry %d: a tenant (without braces) and an event id are required", i)
@@ -59,17 +68,22 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 			return nil, fmt.Errorf("queue enqueue: entry %d: empty destination", i)
 		}
 		keys, args := enqueueArgs(e, ttlMS)
-		calls[i] = call{keys, args}
+		calls = append(calls, call{enqueueScript, keys, args, i, false})
+		if e.History > 0 && len(e.Destinations) > 0 {
+			keys, args := historyArgs(e)
+			calls = append(calls, call{historyScript, keys, args, i, true})
+		}
 	}
 
 	cmds := make([]*redis.Cmd, len(calls))
 	run := func(idx []int, eval bool) error {
 		pipe := s.rdb.Pipeline()
 		for _, i := range idx {
+			c := calls[i]
 			if eval {
-				cmds[i] = enqueueScript.Eval(ctx, pipe, calls[i].keys, calls[i].args...)
+				cmds[i] = c.script.Eval(ctx, pipe, c.keys, c.args...)
 			} else {
-				cmds[i] = enqueueScript.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+				cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
 			}
 		}
 		_, err := pipe.Exec(ctx)
@@ -81,28 +95,32 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 	}
 	if err := run(all, false); err != nil {
 		// The script cache is empty after a restart or SCRIPT FLUSH: send
-		// the source to those that missed it (EVAL caches it again).
+		// the source to those that missed it (EVAL caches it again). A
+		// history write goes again with its enqueue, which it must follow.
 		var again []int
 		for i, c := range cmds {
-			if isNoScript(c.Err()) {
+			if isNoScript(c.Err()) || (calls[i].hist && len(again) > 0 && calls[again[len(again)-1]].entry == calls[i].entry) {
 				again = append(again, i)
 			}
 		}
 		if len(again) > 0 {
-			err = run(again, true)
-		}
-		if err != nil {
-			return nil, unavailable("enqueue", err)
+			_ = run(again, true)
 		}
 	}
 
-	fresh := make([]bool, len(cmds))
+	// Only the enqueues decide: an event is stored even if its history
+	// write failed (the history is for operators; it must not cost a
+	// carrier a 503).
+	fresh := make([]bool, len(entries))
 	for i, c := range cmds {
+		if calls[i].hist {
+			continue
+		}
 		n, err := c.Int()
 		if err != nil {
 			return nil, unavailable("enqueue", err)
 		}
-		fresh[i] = n == 1
+		fresh[calls[i].entry] = n == 1
 	}
 	return fresh, nil
 }

@@ -12,8 +12,17 @@
 //	sb:{t}:dlq          stream of dead jobs
 //	sb:{t}:seen:<key>   dedup marker with a TTL
 //	sb:{t}:nonce:<key>  remembered nonce or JWT id with a TTL (Remember)
+//	sb:{t}:rate         the tenant's delivery_rate, GCRA arrival time in ms (ReserveRate)
+//	sb:{t}:rate:<dest>  a destination's rate, likewise
 //	sb:{t}:counts       hash of per-destination counters for Stats:
-//	                    "r:<dest>" jobs in the retry set, "x:<dest>" jobs in the dlq
+//	                    "r:<dest>" jobs in the retry set, "x:<dest>" jobs in the dlq,
+//	                    "s:<dest>" stale statuses dropped (StaleDropped)
+//	sb:{t}:h:…          the event history: events, their attempts, indexes by
+//	                    message id and by destination (see history.go)
+//	sb:{t}:pull:…       hand-out logs of pull destinations' SSE streams (see pull.go)
+//	sb:{t}:lease:<dest>, sb:{t}:hold:<dest>, sb:{t}:rank:<dest>:<msg>
+//	                    ordered destinations' lease, jobs held in place, and
+//	                    delivered status ranks (see ordered.go)
 //
 // A job is always in exactly one place: a destination stream (pending or
 // not), the retry set, or the dead-letter stream.

@@ -18,3 +18,12 @@ func (s *Store) Remember(ctx context.Context, tenant, key string, ttl time.Durat
 	}
 	return ok, nil
 }
+
+// Recorded reports whether key was recorded by Remember and has not expired.
+func (s *Store) Recorded(ctx context.Context, tenant, key string) (bool, error) {
+	n, err := s.rdb.Exists(ctx, tenantPrefix(tenant)+"nonce:"+key).Result()
+	if err != nil {
+		return false, unavailable("recorded", err)
+	}
+	return n == 1, nil
+}

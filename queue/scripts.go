@@ -31,7 +31,9 @@ end
 //
 // Returns 1 if stored, 0 if a duplicate (nothing written). The seen key is
 // set last: should an XADD fail, nothing is marked seen and the carrier's
-// retry is stored again (a duplicate rather than a loss).
+// retry is stored again (a duplicate rather than a loss). It holds the event
+// id (ARGV[5], the value of the first field, 'i'), which tells historyScript
+// that this event, not a duplicate, was stored.
 var enqueueScript = redis.NewScript(`
 local first = 1
 if ARGV[1] ~= '' then
@@ -56,7 +58,7 @@ for k = first, #KEYS do
   args[2] = KEYS[k]
   redis.call(unpack(args))
 end
-if first == 2 then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+if first == 2 then redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1]) end
 return 1
 `)
 

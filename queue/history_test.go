@@ -1,0 +1,278 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// bothStores runs f against a real redis-server and against the embedded
+// store: the history scripts must work on both.
+func bothStores(t *testing.T, f func(t *testing.T, s *Store, rdb *redis.Client)) {
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		s, rdb, _ := mustStore(t)
+		f(t, s, rdb)
+	})
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		emb, err := StartEmbedded()
+		if err != nil {
+			t.Fatalf("StartEmbedded: %v", err)
+		}
+		t.Cleanup(emb.Close)
+		rdb := redis.NewClient(&redis.Options{Addr: emb.Addr()})
+		t.Cleanup(func() { _ = rdb.Close() })
+		f(t, New(rdb), rdb)
+	})
+}
+
+func historyEntry(n int, at time.Time, msg string, dests ...string) *Entry {
+	e := entry(n, dests...)
+	e.Now = at
+	e.History = time.Hour
+	e.MessageID = msg
+	e.DedupKey = fmt.Sprintf("key-%d", n)
+	return e
+}
+
+func TestHistoryWrittenWithEnqueue(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+		e := historyEntry(1, at, "SM1", "crm", "legacy")
+		e.Raw, e.RawFor = []byte("raw\x00body"), []string{"legacy"}
+		e.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+		dup := historyEntry(2, at, "SM1", "crm", "legacy") // the carrier's retry
+		dup.DedupKey = e.DedupKey
+		other := historyEntry(3, at.Add(time.Millisecond), "SM1", "crm")
+		other.DedupKey = "" // no dedup: always recorded
+		fresh, err := s.Enqueue(ctx, time.Hour, e, dup, other)
+		if err != nil || !slices.Equal(fresh, []bool{true, false, true}) {
+			t.Fatalf("Enqueue = %v, %v; want [true false true]", fresh, err)
+		}
+
+		h, ok, err := s.History(ctx, tenant, "evt_0001")
+		if err != nil || !ok {
+			t.Fatalf("History = %v, %v", ok, err)
+		}
+		if string(h.Event) != string(e.Event) || !h.ReceivedAt.Equal(at) || !slices.Equal(h.Destinations, []string{"crm", "legacy"}) || len(h.Attempts) != 0 {
+			t.Errorf("history = %+v", h)
+		}
+		if _, ok, _ := s.History(ctx, tenant, "evt_0002"); ok {
+			t.Error("the duplicate was recorded in the history")
+		}
+		if _, ok, _ := s.History(ctx, tenant, "evt_nope"); ok {
+			t.Error("an unknown event was found")
+		}
+		evs, err := s.HistoryByMessage(ctx, tenant, "SM1")
+		if err != nil || len(evs) != 2 || evs[0].ID != "evt_0001" || evs[1].ID != "evt_0003" {
+			t.Errorf("HistoryByMessage = %+v, %v; want evt_0001, evt_0003", evs, err)
+		}
+		if evs, _ := s.HistoryByMessage(ctx, tenant, "SM-none"); len(evs) != 0 {
+			t.Errorf("HistoryByMessage(unknown) = %+v", evs)
+		}
+		ttl, err := rdb.PTTL(ctx, historyKey(tenant, "evt_0001")).Result()
+		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("history TTL = %v (%v), want about 1h", ttl, err)
+		}
+	})
+}
+
+func TestHistoryAttempts(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		mustEnqueue(t, s, historyEntry(1, time.Now(), "", "crm"))
+		at := time.Now().Truncate(time.Millisecond)
+		for n := 1; n <= MaxAttemptLog+5; n++ {
+			a := Attempt{Time: at, Destination: "crm", Attempt: n, StatusCode: 502, Latency: 1500 * time.Microsecond, Outcome: "retry", Error: "HTTP 502"}
+			if err := s.RecordAttempt(ctx, tenant, "evt_0001", a); err != nil {
+				t.Fatalf("RecordAttempt: %v", err)
+			}
+		}
+		if err := s.RecordAttempt(ctx, tenant, "evt_gone", Attempt{Destination: "crm"}); err != nil {
+			t.Fatalf("RecordAttempt of an unknown event: %v", err)
+		}
+		if n, _ := rdb.Exists(ctx, attemptsKey(tenant, "evt_gone")).Result(); n != 0 {
+			t.Error("an attempt of an event not in the history was kept")
+		}
+		h, _, err := s.History(ctx, tenant, "evt_0001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h.Attempts) != MaxAttemptLog {
+			t.Fatalf("attempts kept = %d, want %d", len(h.Attempts), MaxAttemptLog)
+		}
+		first := h.Attempts[0]
+		want := Attempt{Time: at, Destination: "crm", Attempt: 6, StatusCode: 502, Latency: 1500 * time.Microsecond, Outcome: "retry", Error: "HTTP 502"}
+		if !first.Time.Equal(want.Time) || first.Destination != want.Destination || first.Attempt != want.Attempt ||
+			first.StatusCode != want.StatusCode || first.Latency != want.Latency || first.Outcome != want.Outcome || first.Error != want.Error {
+			t.Errorf("oldest attempt kept = %+v, want %+v", first, want)
+		}
+		ttl, err := rdb.PTTL(ctx, attemptsKey(tenant, "evt_0001")).Result()
+		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("attempts TTL = %v (%v), want the event's", ttl, err)
+		}
+	})
+}
+
+func TestRecover(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	base := time.Now().Add(-30 * time.Minute).Truncate(time.Millisecond)
+	// Before the window, 600 in its first millisecond (more than one
+	// batch of ties), 3 later in it, one for another destination, one
+	// after it.
+	var entries []*Entry
+	entries = append(entries, historyEntry(1, base.Add(-time.Second), "", "crm"))
+	for n := 2; n < 602; n++ {
+		entries = append(entries, historyEntry(n, base, "", "crm"))
+	}
+	for n := 602; n < 605; n++ {
+		entries = append(entries, historyEntry(n, base.Add(time.Duration(n)*time.Millisecond), "", "crm", "legacy"))
+	}
+	entries[len(entries)-1].Raw = []byte("raw")
+	entries[len(entries)-1].RawFor = []string{"legacy"}
+	entries[len(entries)-1].TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	entries = append(entries, historyEntry(605, base.Add(time.Second), "", "legacy"))
+	entries = append(entries, historyEntry(606, base.Add(time.Minute), "", "crm"))
+	mustEnqueue(t, s, entries...)
+	if err := rdb.Del(ctx, streamKey(tenant, "crm"), streamKey(tenant, "legacy")).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Now().Truncate(time.Millisecond)
+	n, err := s.Recover(ctx, tenant, "crm", base, base.Add(time.Second), now)
+	if err != nil || n != 603 {
+		t.Fatalf("Recover = %d, %v; want 603", n, err)
+	}
+	jobs := mustRead(t, s, "c1", map[string]int{"crm": 1000, "legacy": 1000})
+	var ids []string
+	for _, j := range jobs {
+		if j.Destination != "crm" {
+			t.Fatalf("job for %s recovered", j.Destination)
+		}
+		ids = append(ids, j.EventID)
+		if j.Attempts != 0 || !j.EnqueuedAt.Equal(now) {
+			t.Errorf("job %s: attempts %d, enqueued %v; want 0 and %v", j.EventID, j.Attempts, j.EnqueuedAt, now)
+		}
+		if j.EventID == "evt_0604" && (j.Raw != nil || j.TraceParent == "") {
+			t.Errorf("crm job of evt_0604: raw %q (want none: crm is not raw), traceparent %q", j.Raw, j.TraceParent)
+		}
+	}
+	slices.Sort(ids)
+	if len(ids) != 603 || ids[0] != "evt_0002" || ids[602] != "evt_0604" || len(slices.Compact(ids)) != 603 {
+		t.Errorf("recovered %d events (%v … %v), want evt_0002 … evt_0604 once each", len(ids), ids[0], ids[len(ids)-1])
+	}
+
+	// The raw callback comes back for a destination that needs it.
+	n, err = s.Recover(ctx, tenant, "legacy", base, base.Add(time.Second), now)
+	if err != nil || n != 4 {
+		t.Fatalf("Recover legacy = %d, %v; want 4", n, err)
+	}
+	for _, j := range mustRead(t, s, "c1", map[string]int{"legacy": 10}) {
+		if j.EventID == "evt_0604" && string(j.Raw) != "raw" {
+			t.Errorf("legacy job raw = %q, want the raw callback", j.Raw)
+		}
+	}
+
+	// An expired event is skipped; an empty or reversed window re-sends nothing.
+	if err := rdb.Del(ctx, historyKey(tenant, "evt_0606")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Recover(ctx, tenant, "crm", base.Add(time.Minute), base.Add(time.Hour), now); err != nil || n != 0 {
+		t.Errorf("Recover of an expired event = %d, %v; want 0", n, err)
+	}
+	if n, _ := s.Recover(ctx, tenant, "crm", base.Add(time.Hour), base, now); n != 0 {
+		t.Errorf("Recover of a reversed window = %d, want 0", n)
+	}
+}
+
+func TestHistoryTrimmedToRetention(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	now := time.Now()
+	old := historyEntry(1, now.Add(-2*time.Hour), "", "crm")
+	mustEnqueue(t, s, old, historyEntry(2, now, "", "crm"))
+	ids, err := rdb.ZRange(ctx, destIndexKey(tenant, "crm"), 0, -1).Result()
+	if err != nil || !slices.Equal(ids, []string{"evt_0002"}) {
+		t.Errorf("index = %v, %v; want only the event within the retention", ids, err)
+	}
+}
+
+func TestHistoryAfterScriptFlush(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	mustEnqueue(t, s, historyEntry(1, time.Now(), "SM1", "crm"))
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mustEnqueue(t, s, historyEntry(2, time.Now(), "SM1", "crm"))
+	evs, err := s.HistoryByMessage(ctx, tenant, "SM1")
+	if err != nil || len(evs) != 2 {
+		t.Errorf("after SCRIPT FLUSH, history = %d events, %v; want 2", len(evs), err)
+	}
+}
+
+// TestRecoverEmbedded: the recover script on the embedded store (small:
+// gopher-lua is slow under -race; TestRecover covers paging).
+func TestRecoverEmbedded(t *testing.T) {
+	t.Parallel()
+	emb, err := StartEmbedded()
+	if err != nil {
+		t.Fatalf("StartEmbedded: %v", err)
+	}
+	t.Cleanup(emb.Close)
+	rdb := redis.NewClient(&redis.Options{Addr: emb.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	s := New(rdb)
+	ctx := ctxT(t)
+	base := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	e := historyEntry(1, base, "", "crm", "legacy")
+	e.Raw, e.RawFor = []byte("raw\x00"), []string{"legacy"}
+	mustEnqueue(t, s, e, historyEntry(2, base, "", "crm"), historyEntry(3, base.Add(time.Second), "", "crm"))
+	if err := rdb.Del(ctx, streamKey(tenant, "crm"), streamKey(tenant, "legacy")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Recover(ctx, tenant, "crm", base, base, time.Now()); err != nil || n != 2 {
+		t.Fatalf("Recover crm = %d, %v; want 2", n, err)
+	}
+	if n, err := s.Recover(ctx, tenant, "legacy", base, base.Add(time.Hour), time.Now()); err != nil || n != 1 {
+		t.Fatalf("Recover legacy = %d, %v; want 1", n, err)
+	}
+	jobs := mustRead(t, s, "c1", map[string]int{"crm": 10, "legacy": 10})
+	if got := eventIDs(jobs); !slices.Equal(got, []string{"evt_0001", "evt_0001", "evt_0002"}) {
+		t.Errorf("recovered %v", got)
+	}
+	for _, j := range jobs {
+		if j.Destination == "legacy" && string(j.Raw) != "raw\x00" {
+			t.Errorf("legacy raw = %q", j.Raw)
+		}
+	}
+}
+
+// BenchmarkEnqueueWithHistory is BenchmarkEnqueue with the history write
+// that ingress adds (same round trip): compare the two for its cost.
+func BenchmarkEnqueueWithHistory(b *testing.B) {
+	s, _, _ := mustStore(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		e := benchEntry(n)
+		e.History, e.MessageID = 72*time.Hour, fmt.Sprintf("SM%032d", n)
+		if _, err := s.Enqueue(ctx, time.Hour, e); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+}
