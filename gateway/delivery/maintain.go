@@ -16,10 +16,10 @@ const promoteEvery = 250 * time.Millisecond
 // outcome, finish well within it, so a live attempt is never reclaimed.
 const visibilityMargin = 5 * time.Second
 
-// visibility returns the tenant's visibility timeout.
-func (w *Worker) visibility() time.Duration {
+// visibility returns the visibility timeout of the tenant in st.
+func visibility(st *state) time.Duration {
 	var longest time.Duration
-	for _, t := range w.dests {
+	for _, t := range st.dests {
 		longest = max(longest, t.cfg.Timeout.D())
 	}
 	return 2*longest + visibilityMargin
@@ -28,33 +28,35 @@ func (w *Worker) visibility() time.Duration {
 // maintain promotes due retries and reclaims jobs left pending by a dead
 // instance (or by this one, when recording an outcome failed).
 func (w *Worker) maintain(ctx context.Context) {
-	vis := w.visibility()
-	reclaimEvery := min(max(vis/4, time.Second), 30*time.Second)
 	var lastReclaim time.Time
-	dests := make([]string, 0, len(w.dests))
-	for id := range w.dests {
-		dests = append(dests, id)
-	}
 	tick := time.NewTicker(promoteEvery)
 	defer tick.Stop()
 	var fails int
 	for ctx.Err() == nil {
 		now := w.now()
-		n, err := w.Store.Promote(ctx, w.Tenant.ID, now, 512)
+		// The configuration may have been reloaded: take it afresh.
+		st := w.st.Load()
+		vis := visibility(st)
+		reclaimEvery := min(max(vis/4, time.Second), 30*time.Second)
+		n, err := w.Store.Promote(ctx, w.id, now, 512)
 		if err == nil && now.Sub(lastReclaim) >= reclaimEvery {
 			lastReclaim = now
-			var jobs []queue.Job
-			jobs, err = w.Store.Reclaim(ctx, w.Tenant.ID, w.Consumer, dests, vis, 256)
-			for i := range jobs {
-				w.start(&jobs[i])
+			dests := make([]string, 0, len(st.dests))
+			for id, t := range st.dests {
+				if !t.cfg.Ordered { // held in place by their lease holder (ordered.go)
+					dests = append(dests, id)
+				}
 			}
+			var jobs []queue.Job
+			jobs, err = w.Store.Reclaim(ctx, w.id, w.Consumer, dests, vis, 256)
+			w.dispatch(ctx, st, jobs)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			fails++
-			w.Log.Warn("retry promotion or reclaim failed; retrying", "tenant", w.Tenant.ID, "err", err)
+			w.Log.Warn("retry promotion or reclaim failed; retrying", "tenant", w.id, "err", err)
 			pause(ctx, fails)
 			continue
 		}

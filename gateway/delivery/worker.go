@@ -4,22 +4,21 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
+	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/time/rate"
 
 	switchboard "github.com/switchboard-gw/switchboard"
-	"github.com/switchboard-gw/switchboard/gateway/webhook"
 	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue"
 )
@@ -32,7 +31,9 @@ var UserAgent = "Switchboard/dev"
 // goroutine nor a Redis connection each; each job then runs in its own
 // goroutine, bounded per destination by max_in_flight.
 type Worker struct {
-	Store  *queue.Store
+	Store *queue.Store
+	// Tenant is the configuration the worker starts with; Update replaces
+	// it while running.
 	Tenant *policy.Tenant
 	Client *http.Client
 	// Consumer names this instance in the consumer group.
@@ -42,21 +43,54 @@ type Worker struct {
 	Now func() time.Time
 	// Observe, when not nil, is called after every attempt.
 	Observe func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration)
+	// RateLimited, when not nil, is called each time a destination with
+	// free slots starts being held because its rate limit, or the tenant's
+	// delivery_rate, is spent: once per wait, not once per check.
+	RateLimited func(dest string)
+	// RateScope is where rate limits are kept: policy.RateScopeRedis (in
+	// total across instances, one script call per batch of jobs read) or
+	// policy.RateScopeLocal ("" means local: in this process).
+	RateScope string
+	// ReadSlots, when not nil, bounds how many workers of the process wait
+	// in a blocking read at once (each holds a Redis connection while it
+	// waits): a worker that finds none free reads without waiting and then
+	// waits for Wake or readBlock. Nil: every read may block.
+	ReadSlots chan struct{}
 
 	once    sync.Once
-	dests   map[string]*target
+	id      string
+	st      atomic.Pointer[state]
 	wake    chan struct{}
 	running sync.WaitGroup
-	tenant  *rate.Limiter
+	// heldUntil (unix ns) is when the tenant's delivery_rate next allows a
+	// send, as the Redis limiter last said: no read before it.
+	heldUntil atomic.Int64
+	// ord delivers the ordered destinations (ordered.go).
+	ord ordered
+}
+
+// state is the worker's configuration and runtime state; Update swaps it
+// whole, so a reader sees one or the other.
+type state struct {
+	tenant *policy.Tenant
+	dests  map[string]*target
+	// limiter is the tenant's delivery_rate in this process (local scope).
+	limiter *rate.Limiter
 }
 
 // target is a destination's runtime state: its slots, limiter and breaker.
 type target struct {
+	id      string
 	cfg     *policy.Destination
 	secrets [][]byte
 	slots   chan struct{}
-	limiter *rate.Limiter
+	limiter *rate.Limiter // local scope; nil: no rate
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	// heldUntil (unix ns) is when the destination's rate next allows a
+	// send, as the Redis limiter last said (redis scope).
+	heldUntil atomic.Int64
+	// rateHeld: a rate limit held it at gates' last pass (RateLimited).
+	rateHeld bool
 }
 
 func (w *Worker) now() time.Time {
@@ -68,19 +102,50 @@ func (w *Worker) now() time.Time {
 
 func (w *Worker) init() {
 	w.once.Do(func() {
+		w.id = w.Tenant.ID
 		w.wake = make(chan struct{}, 1)
-		w.dests = map[string]*target{}
-		if !w.Tenant.DeliveryRate.Unlimited() {
-			w.tenant = rate.NewLimiter(rate.Limit(w.Tenant.DeliveryRate.PerSecond), w.Tenant.DeliveryRate.Burst)
-		}
-		for id, d := range w.Tenant.Destinations {
-			w.dests[id] = w.newTarget(id, d)
-		}
+		w.st.Store(w.build(w.Tenant, nil))
 	})
 }
 
+// build makes the state for tenant t, keeping from old (nil: none) the
+// runtime state of every destination whose settings did not change, and
+// the tenant limiter if delivery_rate did not.
+func (w *Worker) build(t *policy.Tenant, old *state) *state {
+	st := &state{tenant: t, dests: make(map[string]*target, len(t.Destinations))}
+	if old != nil && old.tenant.DeliveryRate == t.DeliveryRate {
+		st.limiter = old.limiter
+	} else if !t.DeliveryRate.Unlimited() {
+		st.limiter = rate.NewLimiter(rate.Limit(t.DeliveryRate.PerSecond), t.DeliveryRate.Burst)
+	}
+	for id, d := range t.Destinations {
+		if d.IsPull() {
+			continue // its app fetches its jobs (gateway/pull.go)
+		}
+		if old != nil {
+			if prev := old.dests[id]; prev != nil && reflect.DeepEqual(prev.cfg, d) {
+				st.dests[id] = prev
+				continue
+			}
+		}
+		st.dests[id] = w.newTarget(id, d)
+	}
+	return st
+}
+
+// Update makes the worker follow t (the same tenant, reloaded) from its
+// next read on. A destination whose settings did not change keeps its
+// limiter, breaker and attempts in flight; a changed one starts afresh; a
+// removed one is no longer read, and its jobs stay in Redis. Attempts in
+// flight finish with the settings they started with.
+func (w *Worker) Update(t *policy.Tenant) {
+	w.init()
+	w.st.Store(w.build(t, w.st.Load()))
+	w.Wake()
+}
+
 func (w *Worker) newTarget(id string, d *policy.Destination) *target {
-	t := &target{cfg: d, slots: make(chan struct{}, d.MaxInFlight)}
+	t := &target{id: id, cfg: d, slots: make(chan struct{}, d.MaxInFlight)}
 	for _, s := range d.Secret {
 		key, _ := policy.ParseSecret(s) // validated by policy.Load
 		t.secrets = append(t.secrets, key)
@@ -88,30 +153,40 @@ func (w *Worker) newTarget(id string, d *policy.Destination) *target {
 	if !d.Rate.Unlimited() {
 		t.limiter = rate.NewLimiter(rate.Limit(d.Rate.PerSecond), d.Rate.Burst)
 	}
-	b := d.Breaker
-	log := w.Log
-	t.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        id,
-		MaxRequests: uint32(b.Probes),
-		Interval:    b.Interval.D(),
-		Timeout:     b.OpenFor.D(),
+	tenant := w.id
+	t.breaker = newBreaker(id, d.Breaker, func(from, to gobreaker.State) {
+		w.Log.Warn("breaker state changed", "tenant", tenant, "destination", id,
+			"from", from.String(), "to", to.String())
+	})
+	return t
+}
+
+// newBreaker is a destination's circuit breaker. While closed it counts
+// over a rolling window of b.Interval in ten buckets, and trips once
+// requests >= min_requests and failures/requests >= failure_ratio; it then
+// stays open for open_for, and half-open lets probes attempts through: all
+// must succeed to close it, one failure opens it again. The two-step form
+// lets the worker ask before reading and report after the attempt.
+func newBreaker(id string, b policy.Breaker, changed func(from, to gobreaker.State)) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:         id,
+		MaxRequests:  uint32(max(b.Probes, 1)),
+		Interval:     b.Interval.D(),
+		BucketPeriod: b.Interval.D() / 10,
+		Timeout:      b.OpenFor.D(),
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return int(c.Requests) >= b.MinRequests &&
 				float64(c.TotalFailures)/float64(c.Requests) >= b.FailureRatio
 		},
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			log.Warn("breaker state changed", "tenant", w.Tenant.ID, "destination", name,
-				"from", from.String(), "to", to.String())
-		},
+		OnStateChange: func(_ string, from, to gobreaker.State) { changed(from, to) },
 	})
-	return t
 }
 
 // BreakerState reports a destination's breaker state ("closed", "open",
 // "half-open"), or "" for an unknown destination.
 func (w *Worker) BreakerState(dest string) string {
 	w.init()
-	if t, ok := w.dests[dest]; ok {
+	if t, ok := w.st.Load().dests[dest]; ok {
 		return t.breaker.State().String()
 	}
 	return ""
@@ -124,6 +199,7 @@ func (w *Worker) Wake() {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	w.ord.poke()
 }
 
 // readBlock bounds one blocking read, so that a destination whose gate has
@@ -140,34 +216,61 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer w.running.Done()
 		w.maintain(ctx)
 	}()
+	w.running.Add(1)
+	go func() {
+		defer w.running.Done()
+		w.runOrdered(ctx) // ordered.go
+	}()
 	var fails int
 	for ctx.Err() == nil {
-		want := w.gates()
+		st := w.st.Load()
+		want := w.gates(st)
 		if len(want) == 0 {
-			select {
-			case <-ctx.Done():
-			case <-w.wake:
-			case <-time.After(readBlock):
-			}
+			w.idle(ctx)
 			continue
 		}
-		jobs, err := w.Store.Read(ctx, w.Tenant.ID, w.Consumer, want, readBlock)
+		block := readBlock
+		if w.ReadSlots != nil {
+			select {
+			case w.ReadSlots <- struct{}{}:
+			default:
+				block = 0
+			}
+		}
+		jobs, err := w.Store.Read(ctx, w.id, w.Consumer, want, block)
+		if block > 0 && w.ReadSlots != nil {
+			<-w.ReadSlots
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			fails++
-			w.Log.Warn("read jobs failed; retrying", "tenant", w.Tenant.ID, "err", err)
+			w.Log.Warn("read jobs failed; retrying", "tenant", w.id, "err", err)
 			pause(ctx, fails)
 			continue
 		}
 		fails = 0
-		for i := range jobs {
-			w.start(&jobs[i])
+		// A reload during the read: follow the configuration now in force
+		// (a job of a destination removed meanwhile goes back to Redis).
+		w.dispatch(ctx, w.st.Load(), jobs)
+		if block == 0 && len(jobs) == 0 {
+			w.idle(ctx)
 		}
 	}
 	w.running.Wait()
 	return nil
+}
+
+// idle waits for Wake, ctx or readBlock.
+func (w *Worker) idle(ctx context.Context) {
+	t := time.NewTimer(readBlock)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-w.wake:
+	case <-t.C:
+	}
 }
 
 // pause waits a bounded exponential backoff (100ms doubling to 5s) while the
@@ -183,60 +286,42 @@ func pause(ctx context.Context, fails int) {
 	}
 }
 
-// gates returns, per destination that may be read from, how many jobs to
-// read: its free slots, no more than its rate allows, none while its breaker
-// is open. Held jobs stay in Redis; no attempt is counted for them.
-func (w *Worker) gates() map[string]int {
-	now := w.now()
-	want := map[string]int{}
-	tenantTokens := -1
-	if w.tenant != nil {
-		tenantTokens = int(w.tenant.TokensAt(now))
-		if tenantTokens < 1 {
-			return want
-		}
-	}
-	for id, t := range w.dests {
-		n := cap(t.slots) - len(t.slots)
-		if n <= 0 || t.breaker.State() == gobreaker.StateOpen {
-			continue
-		}
-		if t.breaker.State() == gobreaker.StateHalfOpen {
-			n = min(n, int(t.cfg.Breaker.Probes))
-		}
-		if t.limiter != nil {
-			n = min(n, int(t.limiter.TokensAt(now)))
-		}
-		if tenantTokens >= 0 {
-			n = min(n, tenantTokens)
-		}
-		if n > 0 {
-			want[id] = n
-		}
-	}
-	return want
-}
-
-func (w *Worker) start(j *queue.Job) {
-	t, ok := w.dests[j.Destination]
-	if !ok {
-		// A destination removed from the config: its jobs stay in Redis.
+// start runs one job in its own goroutine after delay (its rate slot),
+// holding one of its destination's slots meanwhile. If ctx ends during the
+// delay the job goes back to its stream untouched. It never waits for a
+// slot: gates read no more than the free slots, and a reclaimed job that
+// finds none goes back to its stream.
+func (w *Worker) start(ctx context.Context, t *target, j *queue.Job, delay time.Duration) {
+	select {
+	case t.slots <- struct{}{}:
+	default:
+		w.release(j, "no free slot")
 		return
 	}
-	now := w.now()
-	if t.limiter != nil {
-		t.limiter.ReserveN(now, 1)
-	}
-	if w.tenant != nil {
-		w.tenant.ReserveN(now, 1)
-	}
-	t.slots <- struct{}{}
 	w.running.Add(1)
 	go func() {
 		defer w.running.Done()
 		defer func() { <-t.slots; w.Wake() }()
+		if delay > 0 {
+			tm := time.NewTimer(delay)
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+				tm.Stop()
+				w.release(j, "stopping")
+				return
+			}
+		}
 		w.deliver(t, j)
 	}()
+}
+
+// release hands a job back to its stream without counting an attempt.
+func (w *Worker) release(j *queue.Job, why string) {
+	if err := w.Store.Release(context.Background(), j); err != nil {
+		w.Log.Warn("release job failed; it will be reclaimed", "tenant", w.id, "destination", j.Destination,
+			"event_id", j.EventID, "reason", why, "err", err)
+	}
 }
 
 // deliver makes one attempt and records its outcome. It does not use the
@@ -244,12 +329,13 @@ func (w *Worker) start(j *queue.Job) {
 // the destination's timeout) and its outcome recorded, so none is lost.
 func (w *Worker) deliver(t *target, j *queue.Job) {
 	ctx := context.Background()
+	if w.dropStale(t, j) { // drop_stale_status (ordered.go)
+		return
+	}
 	done, err := t.breaker.Allow()
 	if err != nil {
 		// Opened since we read: hand the job back untouched.
-		if err := w.Store.Release(ctx, j); err != nil {
-			w.Log.Warn("release job failed; it will be reclaimed", "tenant", w.Tenant.ID, "destination", j.Destination, "event_id", j.EventID, "err", err)
-		}
+		w.release(j, "breaker "+t.breaker.State().String())
 		return
 	}
 	attempt := j.Attempts + 1
@@ -267,7 +353,7 @@ func (w *Worker) deliver(t *target, j *queue.Job) {
 	var serr error
 	switch d.Action {
 	case Ack:
-		serr = w.Store.Ack(ctx, j)
+		serr = w.ack(ctx, t, j) // records the status rank for drop_stale_status
 	case RetryLater:
 		serr = w.Store.Retry(ctx, j, attempt, d.At, o.Err)
 	case DeadLetter:
@@ -277,13 +363,13 @@ func (w *Worker) deliver(t *target, j *queue.Job) {
 	if o.Result != Delivered {
 		level = slog.LevelWarn
 	}
-	w.Log.Log(ctx, level, "delivery attempt", "tenant", w.Tenant.ID, "destination", j.Destination,
+	w.Log.Log(ctx, level, "delivery attempt", "tenant", w.id, "destination", j.Destination,
 		"event_id", j.EventID, "attempt", attempt, "status", o.Status, "latency_ms", latency.Milliseconds(),
 		"outcome", actionName(d.Action), "error", o.Err)
 	if serr != nil {
 		// The job stays pending and is reclaimed after the visibility
 		// timeout: delivered at least once, never lost.
-		w.Log.Error("recording delivery outcome failed; the job will be reclaimed", "tenant", w.Tenant.ID,
+		w.Log.Error("recording delivery outcome failed; the job will be reclaimed", "tenant", w.id,
 			"destination", j.Destination, "event_id", j.EventID, "err", serr)
 	}
 	if w.Observe != nil {
@@ -305,27 +391,10 @@ func actionName(a Action) string {
 func (w *Worker) post(ctx context.Context, t *target, j *queue.Job, attempt int) Outcome {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout.D())
 	defer cancel()
-	body, contentType, extra, err := render(t.cfg, j)
-	if err != nil {
-		return Outcome{Result: Gone, Err: "cannot render event: " + err.Error()}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.cfg.URL, bytes.NewReader(body))
-	if err != nil {
-		return Outcome{Result: Gone, Err: "bad destination URL: " + err.Error()}
-	}
 	now := w.now()
-	h := req.Header
-	h.Set("Content-Type", contentType)
-	h.Set("User-Agent", UserAgent)
-	h.Set(webhook.HeaderID, j.EventID)
-	h.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
-	h.Set(webhook.HeaderSignature, webhook.Sign(t.secrets, j.EventID, now, body))
-	h.Set("Switchboard-Attempt", strconv.Itoa(attempt))
-	if j.TraceParent != "" {
-		h.Set("traceparent", j.TraceParent)
-	}
-	for k, v := range extra {
-		h.Set(k, v)
+	req, err := NewRequest(ctx, t.cfg, t.secrets, j, attempt, now) // request.go
+	if err != nil {
+		return Outcome{Result: Gone, Err: err.Error()}
 	}
 	resp, err := w.Client.Do(req)
 	if err != nil {

@@ -1,0 +1,343 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/switchboard-gw/switchboard/policy"
+	"github.com/switchboard-gw/switchboard/queue"
+	"github.com/switchboard-gw/switchboard/queue/redistest"
+)
+
+const testSecret = "whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE="
+
+// attempt is one delivery attempt the worker made.
+type attempt struct {
+	dest    string
+	event   string
+	attempt int
+	status  int
+	at      time.Time
+}
+
+// rig is a worker (or several, sharing one Redis) for one tenant, with
+// every attempt recorded and every log line kept.
+type rig struct {
+	t     *testing.T
+	rs    *redistest.Server
+	rdb   *redis.Client
+	store *queue.Store
+	log   *syncBuffer
+
+	mu       sync.Mutex
+	attempts []attempt
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	return &rig{t: t, rs: rs, rdb: rdb, store: queue.New(rdb), log: &syncBuffer{}}
+}
+
+// load loads the tenant "acme" from YAML (the tenants.acme mapping body,
+// with delivery: defaults before it).
+func loadTenant(t *testing.T, yaml string) *policy.Tenant {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "sb.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := policy.Load(file)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	return cfg.Tenants["acme"]
+}
+
+// start runs a worker for tenant until the test ends.
+func (r *rig) start(tenant *policy.Tenant, consumer, scope string) *Worker {
+	r.t.Helper()
+	w := &Worker{
+		Store: r.store, Tenant: tenant, Client: NewClient(true), Consumer: consumer,
+		Log:       slog.New(slog.NewJSONHandler(r.log, nil)),
+		RateScope: scope,
+		Observe: func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.attempts = append(r.attempts, attempt{dest: dest, event: j.EventID, attempt: j.Attempts + 1, status: o.Status, at: time.Now()})
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	r.t.Cleanup(func() { cancel(); <-done })
+	return w
+}
+
+var eventSeq atomic.Int64
+
+// enqueue stores n events for dests and returns their ids.
+func (r *rig) enqueue(n int, dests ...string) []string {
+	r.t.Helper()
+	var ids []string
+	for range n {
+		id := fmt.Sprintf("evt_%06d", eventSeq.Add(1))
+		e := &queue.Entry{Tenant: "acme", EventID: id, Event: []byte(`{"id":"` + id + `"}`), Destinations: dests}
+		if _, err := r.store.Enqueue(context.Background(), time.Hour, e); err != nil {
+			r.t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func (r *rig) made(dest string) []attempt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []attempt
+	for _, a := range r.attempts {
+		if dest == "" || a.dest == dest {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// receiver answers with the status code code() returns.
+func receiver(t *testing.T, code func() int) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(code())
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func tenantYAML(delivery, tenant string) string {
+	return "delivery:\n  allow_private_networks: true\n" + delivery + "tenants:\n  acme:\n" + tenant
+}
+
+// TestBreakerHoldsJobs: 5xx trips the breaker; while open the destination
+// is not read (its jobs wait in Redis, no attempt is counted); after
+// open_for one probe goes; its success closes the breaker and the rest
+// drains. Nothing is dead-lettered, and every state change is logged.
+func TestBreakerHoldsJobs(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var up atomic.Bool
+	rcv := receiver(t, func() int {
+		if up.Load() {
+			return http.StatusOK
+		}
+		return http.StatusInternalServerError
+	})
+	tenant := loadTenant(t, tenantYAML(`  retry: {initial: 10ms, max: 20ms, max_attempts: 100}
+`, fmt.Sprintf(`    destinations:
+      app:
+        url: %q
+        secret: %s
+        max_in_flight: 1
+        breaker: {min_requests: 3, failure_ratio: 0.5, open_for: 400ms}
+`, rcv.URL, testSecret)))
+	w := r.start(tenant, "c1", policy.RateScopeLocal)
+	ids := r.enqueue(3, "app")
+	waitFor(t, 5*time.Second, "the breaker to open", func() bool { return w.BreakerState("app") == "open" })
+	opened := time.Now()
+	before := len(r.made("app"))
+	if before != 3 {
+		t.Errorf("attempts before opening = %d, want min_requests 3", before)
+	}
+	// While open nothing is attempted: wait for half-open, then compare.
+	waitFor(t, 5*time.Second, "half-open", func() bool { return w.BreakerState("app") != "open" })
+	if held := time.Since(opened); held < 350*time.Millisecond {
+		t.Errorf("breaker left open after %v, want open_for 400ms", held)
+	}
+	for _, a := range r.made("app")[before:] {
+		if a.at.Before(opened.Add(350 * time.Millisecond)) {
+			t.Errorf("an attempt was made %v after the breaker opened", a.at.Sub(opened))
+		}
+	}
+	// The jobs wait in Redis meanwhile: none lost, none dead.
+	if n, _ := r.rdb.XLen(context.Background(), "sb:{acme}:dlq").Result(); n != 0 {
+		t.Errorf("dlq holds %d jobs, want 0", n)
+	}
+	up.Store(true)
+	waitFor(t, 10*time.Second, "all three delivered", func() bool {
+		n := 0
+		for _, a := range r.made("app") {
+			if a.status == http.StatusOK {
+				n++
+			}
+		}
+		return n == 3
+	})
+	if w.BreakerState("app") != "closed" {
+		t.Errorf("breaker = %s after successes, want closed", w.BreakerState("app"))
+	}
+	// An open breaker never counted an attempt: each job's attempts are
+	// the failures it had plus its success.
+	perEvent := map[string]int{}
+	for _, a := range r.made("app") {
+		perEvent[a.event]++
+		if a.attempt != perEvent[a.event] {
+			t.Errorf("event %s attempt %d recorded as %d: an attempt was counted while held", a.event, perEvent[a.event], a.attempt)
+		}
+	}
+	if len(perEvent) != len(ids) {
+		t.Errorf("attempted %d events, want %d", len(perEvent), len(ids))
+	}
+	log := r.log.String()
+	for _, change := range []string{`"from":"closed","to":"open"`, `"from":"open","to":"half-open"`, `"from":"half-open","to":"closed"`} {
+		if !strings.Contains(log, change) {
+			t.Errorf("log lacks the breaker change %s", change)
+		}
+	}
+}
+
+// TestBreakerIgnores4xx: a receiver answering 4xx is alive; however many
+// it answers, the breaker stays closed.
+func TestBreakerIgnores4xx(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	rcv := receiver(t, func() int { return http.StatusBadRequest })
+	tenant := loadTenant(t, tenantYAML(`  retry: {initial: 10ms, max: 10ms, max_attempts: 4}
+`, fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s, breaker: {min_requests: 2, failure_ratio: 0.5}}
+`, rcv.URL, testSecret)))
+	w := r.start(tenant, "c1", policy.RateScopeLocal)
+	r.enqueue(2, "app")
+	waitFor(t, 10*time.Second, "8 attempts", func() bool { return len(r.made("app")) == 8 })
+	if got := w.BreakerState("app"); got != "closed" {
+		t.Errorf("breaker = %s after 8 answers of 400, want closed", got)
+	}
+}
+
+// TestHalfOpenProbes: half-open lets exactly `probes` attempts through at
+// once; one failure among them opens the breaker again.
+func TestHalfOpenProbes(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	release := make(chan struct{})
+	var mode atomic.Int32 // 0: fail, 1: hang then fail
+	var inFlight, peak atomic.Int32
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		if mode.Load() == 1 {
+			<-release
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(rcv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	tenant := loadTenant(t, tenantYAML(`  retry: {initial: 10ms, max: 10ms, max_attempts: 100}
+`, fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s, breaker: {min_requests: 2, failure_ratio: 1, open_for: 300ms, probes: 2}}
+`, rcv.URL, testSecret)))
+	w := r.start(tenant, "c1", policy.RateScopeLocal)
+	r.enqueue(6, "app")
+	waitFor(t, 5*time.Second, "the breaker to open", func() bool { return w.BreakerState("app") == "open" })
+	mode.Store(1)
+	peak.Store(0)
+	waitFor(t, 5*time.Second, "two probes in flight", func() bool { return inFlight.Load() == 2 })
+	if got := w.BreakerState("app"); got != "half-open" {
+		t.Errorf("breaker = %s with probes in flight, want half-open", got)
+	}
+	// Give the worker a few read cycles to (wrongly) send a third.
+	deadline := time.Now().Add(4 * readBlock)
+	for time.Now().Before(deadline) {
+		if inFlight.Load() > 2 {
+			t.Fatalf("%d attempts in flight while half-open, want probes = 2", inFlight.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mode.Store(0)
+	close(release)
+	waitFor(t, 5*time.Second, "the failed probes to reopen the breaker", func() bool { return w.BreakerState("app") == "open" })
+}
+
+// TestBreakerRollingInterval: failures are counted over a rolling window
+// of interval (in tenths), not a fixed one that resets all at once.
+func TestBreakerRollingInterval(t *testing.T) {
+	t.Parallel()
+	b := newBreaker("x", policy.Breaker{FailureRatio: 1, MinRequests: 2, OpenFor: policy.Duration(time.Minute),
+		Interval: policy.Duration(time.Second), Probes: 1}, func(from, to gobreaker.State) {})
+	fail := func() {
+		done, err := b.Allow()
+		if err != nil {
+			t.Fatalf("Allow: %v", err)
+		}
+		done(errUnhealthy)
+	}
+	start := time.Now()
+	time.Sleep(700 * time.Millisecond)
+	fail()
+	time.Sleep(time.Until(start.Add(1150 * time.Millisecond)))
+	fail()
+	// A fixed window would have cleared the first failure at 1s.
+	if got := b.State().String(); got != "open" {
+		t.Errorf("state = %s after two failures 450ms apart in a 1s rolling window, want open", got)
+	}
+
+	b = newBreaker("y", policy.Breaker{FailureRatio: 1, MinRequests: 2, OpenFor: policy.Duration(time.Minute),
+		Interval: policy.Duration(300 * time.Millisecond), Probes: 1}, func(from, to gobreaker.State) {})
+	done, _ := b.Allow()
+	done(errUnhealthy)
+	time.Sleep(400 * time.Millisecond)
+	done, _ = b.Allow()
+	done(errUnhealthy)
+	if got := b.State().String(); got != "closed" {
+		t.Errorf("state = %s after two failures 400ms apart in a 300ms window, want closed", got)
+	}
+}
