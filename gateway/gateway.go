@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -21,15 +22,44 @@ import (
 
 // Gateway answers carrier callbacks: verify, normalize, route, store, ack.
 type Gateway struct {
-	cfg     *policy.Config
-	store   *queue.Store
-	log     *slog.Logger
-	now     func() time.Time
-	tenants map[string]*tenant
-	trusted []netip.Prefix
+	store *queue.Store
+	log   *slog.Logger
+	now   func() time.Time
+	// cur is what the configuration says: tenants, sources, routes and
+	// ingress limits. Reload swaps it whole; a request uses the one it
+	// started with.
+	cur atomic.Pointer[routing]
 	// wake, when set, is told which tenant just enqueued, so its worker
 	// reads at once.
 	wake func(tenant string)
+	// metrics, when set, counts callbacks (see metrics.go).
+	metrics *metrics
+	// tracing, when set, traces callbacks (see tracing.go).
+	tracing *tracing
+	// pulls wakes the pull API's waiting long-polls and streams (pull.go).
+	pulls pullHub
+	// pass runs pass-through sources (passthrough.go).
+	pass passState
+	// batch, when set, groups concurrent callbacks' enqueues into one
+	// pipeline (group commit); nil sends each on its own.
+	batch *queue.Batcher
+}
+
+// enqueue stores a callback's entries, through the group-commit batcher
+// when there is one.
+func (g *Gateway) enqueue(ctx context.Context, ttl time.Duration, entries ...*queue.Entry) ([]bool, error) {
+	if g.batch != nil {
+		return g.batch.Enqueue(ctx, ttl, entries...)
+	}
+	return g.store.Enqueue(ctx, ttl, entries...)
+}
+
+// routing is one configuration's view of the ingress; it is not modified
+// once built.
+type routing struct {
+	cfg     *policy.Config
+	tenants map[string]*tenant
+	trusted []netip.Prefix
 }
 
 type tenant struct {
@@ -48,37 +78,71 @@ type source struct {
 // New builds the gateway for cfg. Problems the policy package cannot see
 // (a carrier's key that does not parse) come back as policy.Errors.
 func New(cfg *policy.Config, store *queue.Store, log *slog.Logger) (*Gateway, error) {
-	g := &Gateway{cfg: cfg, store: store, log: log, now: time.Now, tenants: map[string]*tenant{}}
+	g := &Gateway{store: store, log: log, now: time.Now}
+	rt, err := buildRouting(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	g.cur.Store(rt)
+	return g, nil
+}
+
+// routing returns the configuration in force.
+func (g *Gateway) routing() *routing { return g.cur.Load() }
+
+// config returns the configuration in force.
+func (g *Gateway) config() *policy.Config { return g.cur.Load().cfg }
+
+// Reload makes cfg the configuration in force for the next callback. A
+// tenant whose ingress_rate did not change keeps its limiter (and the
+// tokens it has spent). On error (a carrier's key that does not parse,
+// as policy.Errors) nothing changes.
+func (g *Gateway) Reload(cfg *policy.Config) error {
+	rt, err := buildRouting(cfg, g.cur.Load())
+	if err != nil {
+		return err
+	}
+	g.cur.Store(rt)
+	return nil
+}
+
+func buildRouting(cfg *policy.Config, old *routing) (*routing, error) {
+	rt := &routing{cfg: cfg, tenants: make(map[string]*tenant, len(cfg.Tenants))}
 	for _, p := range cfg.Server.TrustedProxies {
 		pfx, _ := policy.ParsePrefix(p) // validated by policy.Load
-		g.trusted = append(g.trusted, pfx)
+		rt.trusted = append(rt.trusted, pfx)
 	}
-	if err := BuildCarriers(cfg, func(tid, sid string, c carrier.Carrier) {
-		t := g.tenants[tid]
-		if t == nil {
-			tc := cfg.Tenants[tid]
-			t = &tenant{cfg: tc, sources: map[string]*source{}}
-			if !tc.IngressRate.Unlimited() {
+	for tid, tc := range cfg.Tenants {
+		t := &tenant{cfg: tc, sources: map[string]*source{}}
+		if !tc.IngressRate.Unlimited() {
+			if prev := old.tenant(tid); prev != nil && prev.ingress != nil && prev.cfg.IngressRate == tc.IngressRate {
+				t.ingress = prev.ingress
+			} else {
 				t.ingress = rate.NewLimiter(rate.Limit(tc.IngressRate.PerSecond), tc.IngressRate.Burst)
 			}
-			g.tenants[tid] = t
 		}
+		rt.tenants[tid] = t
+	}
+	if err := BuildCarriers(cfg, func(tid, sid string, c carrier.Carrier) {
 		s := &source{cfg: cfg.Tenants[tid].Sources[sid], carrier: c, rawFor: map[string]bool{}}
 		for did, d := range cfg.Tenants[tid].Destinations {
 			if d.Format == policy.FormatRaw {
 				s.rawFor[did] = true
 			}
 		}
-		t.sources[sid] = s
+		rt.tenants[tid].sources[sid] = s
 	}); err != nil {
 		return nil, err
 	}
-	for tid, tc := range cfg.Tenants {
-		if g.tenants[tid] == nil {
-			g.tenants[tid] = &tenant{cfg: tc, sources: map[string]*source{}}
-		}
+	return rt, nil
+}
+
+// tenant returns the tenant tid, or nil; rt may be nil.
+func (rt *routing) tenant(tid string) *tenant {
+	if rt == nil {
+		return nil
 	}
-	return g, nil
+	return rt.tenants[tid]
 }
 
 // BuildCarriers constructs every source's carrier, calling add for each,
@@ -136,11 +200,12 @@ func carrierConfig(s *policy.Source) (carrier.Config, error) {
 }
 
 // Handler serves the carrier-facing listener: POST (and GET)
-// /hooks/{tenant}/{source}, /healthz and /readyz.
+// /hooks/{tenant}/{source}, the pull API /v1/pull/…, /healthz and /readyz.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /hooks/{tenant}/{source}", g.hook)
-	mux.HandleFunc("GET /hooks/{tenant}/{source}", g.hook)
+	mux.HandleFunc("POST /hooks/{tenant}/{source}", g.counted(g.hook))
+	mux.HandleFunc("GET /hooks/{tenant}/{source}", g.counted(g.hook))
+	g.pullRoutes(mux)
 	g.health(mux)
 	return recoverer(g.log, mux)
 }

@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -13,6 +15,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	switchboard "github.com/switchboard-gw/switchboard"
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
@@ -27,7 +31,8 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	tid, sid := r.PathValue("tenant"), r.PathValue("source")
 	log := g.log.With("tenant", tid, "source", sid)
-	t := g.tenants[tid]
+	rt := g.routing() // this request follows one configuration throughout
+	t := rt.tenants[tid]
 	var s *source
 	if t != nil {
 		s = t.sources[sid]
@@ -47,7 +52,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Server.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, rt.cfg.Server.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -59,7 +64,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	req := &carrier.Request{
 		Method:   r.Method,
-		URL:      g.publicURL(r),
+		URL:      rt.publicURL(r),
 		Header:   r.Header,
 		Body:     body,
 		RawQuery: r.URL.RawQuery,
@@ -68,6 +73,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	proof, err := s.carrier.Verify(req)
 	if err != nil {
+		g.metrics.verificationFailed(tid, sid, err)
 		code := http.StatusUnauthorized
 		if errors.Is(err, switchboard.ErrUnavailable) {
 			code = http.StatusServiceUnavailable
@@ -78,23 +84,39 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	events, err := s.carrier.Parse(req)
 	if err != nil {
+		var sub *carrier.SNSSubscription
+		if errors.As(err, &sub) {
+			g.confirmSNS(w, r, log, s, req, sub)
+			return
+		}
 		g.fail(w, log, http.StatusBadRequest, "cannot parse callback", err)
 		return
 	}
+	if err := validUTF8(events); err != nil {
+		g.fail(w, log, http.StatusBadRequest, "cannot parse callback", err)
+		return
+	}
+	// A nonce is checked now but recorded only once the events are stored:
+	// a callback refused with 503 must still be accepted when the carrier
+	// retries it with the same nonce.
+	nonceKey := ""
 	if proof.Nonce != "" {
-		fresh, err := g.store.Remember(r.Context(), tid, sid+":"+proof.Nonce, proof.TTL)
+		nonceKey = sid + ":" + proof.Nonce
+		seen, err := g.store.Recorded(r.Context(), tid, nonceKey)
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			g.fail(w, log, http.StatusServiceUnavailable, "store unavailable", err)
 			return
 		}
-		if !fresh {
+		if seen {
+			g.metrics.verificationFailed(tid, sid, errors.New("replayed nonce"))
 			g.fail(w, log, http.StatusUnauthorized, "verification failed", errors.New("replayed nonce"))
 			return
 		}
 	}
 
 	raw := rawJSON(r, body)
+	rawTaken := map[string]bool{}
 	entries := make([]*queue.Entry, 0, len(events))
 	routed := 0
 	for i := range events {
@@ -102,9 +124,10 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		e.ID = switchboard.NewEventID(start)
 		e.Timestamp = switchboard.NewTime(start)
 		e.Tenant, e.Source, e.Carrier = tid, sid, s.cfg.Carrier
-		dests := t.cfg.Route(e)
+		dests := s.withPassthrough(t.cfg.Route(e)) // passthrough.go
 		if len(dests) == 0 {
 			log.Info("no route takes this event; not stored", "event_id", e.ID, "type", e.Type)
+			g.metrics.unrouted(tid, sid)
 			continue
 		}
 		routed++
@@ -120,18 +143,42 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			Event:        b,
 			Destinations: dests,
 			Now:          start,
+			History:      t.cfg.History.Retention.D(),
+			MessageID:    e.Data.MessageID,
+			TraceParent:  traceParent(r.Context()), // tracing.go
 		}
+		// A raw destination gets the callback once, with its first routed
+		// event, however many events the callback held.
+		kept := entry.Destinations[:0]
 		for _, d := range dests {
 			if s.rawFor[d] {
+				if rawTaken[d] {
+					continue
+				}
+				rawTaken[d] = true
 				entry.Raw = raw
 				entry.RawFor = append(entry.RawFor, d)
 			}
+			kept = append(kept, d)
+		}
+		entry.Destinations = kept
+		if len(kept) == 0 {
+			continue
 		}
 		entries = append(entries, entry)
 	}
+	// A pass-through source's app answers now, while the carrier waits.
+	pass, err := g.passthrough(r, log, t, s, events, entries, start)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		g.fail(w, log, http.StatusServiceUnavailable, "store unavailable; try again", err)
+		return
+	}
 	var fresh []bool
 	if len(entries) > 0 {
-		fresh, err = g.store.Enqueue(r.Context(), g.cfg.Dedup.TTL.D(), entries...)
+		enqStart := time.Now()
+		fresh, err = g.enqueue(r.Context(), rt.cfg.Dedup.TTL.D(), entries...)
+		g.metrics.enqueued(tid, time.Since(enqStart))
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			g.fail(w, log, http.StatusServiceUnavailable, "store unavailable; try again", err)
@@ -139,6 +186,14 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		}
 		if g.wake != nil {
 			g.wake(tid)
+		}
+		g.pulls.notify(tid)
+	}
+	if nonceKey != "" {
+		// The events are stored; a failure here only weakens replay
+		// protection (dedup still drops a replayed callback's events).
+		if _, err := g.store.Remember(r.Context(), tid, nonceKey, proof.TTL); err != nil {
+			log.Warn("recording nonce failed", "err", err.Error())
 		}
 	}
 	dups := 0
@@ -150,7 +205,12 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		}
 		ids = append(ids, e.EventID)
 	}
+	g.metrics.duplicates(tid, sid, dups)
+	noteEvents(r.Context(), ids)
 	resp := s.carrier.Reply(req, events)
+	if pass.answered() {
+		resp = pass.reply(w.Header()) // the app's own answer
+	}
 	if resp.ContentType != "" {
 		w.Header().Set("Content-Type", resp.ContentType)
 	}
@@ -184,19 +244,19 @@ func (g *Gateway) fail(w http.ResponseWriter, log *slog.Logger, code int, msg st
 // server.public_base_url + the request URI as sent when set; otherwise the
 // scheme and host from trusted proxies' X-Forwarded-Proto/Host, else from
 // the request itself. The path and query are never re-encoded.
-func (g *Gateway) publicURL(r *http.Request) string {
+func (rt *routing) publicURL(r *http.Request) string {
 	uri := r.RequestURI
 	if uri == "" {
 		uri = r.URL.RequestURI()
 	}
-	if base := g.cfg.Server.PublicBaseURL; base != "" {
+	if base := rt.cfg.Server.PublicBaseURL; base != "" {
 		return base + uri
 	}
 	scheme, host := "http", r.Host
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if g.trustedPeer(r) {
+	if rt.trustedPeer(r) {
 		if p := firstValue(r.Header.Get("X-Forwarded-Proto")); p == "http" || p == "https" {
 			scheme = p
 		}
@@ -212,12 +272,12 @@ func firstValue(v string) string {
 	return strings.TrimSpace(v)
 }
 
-func (g *Gateway) trustedPeer(r *http.Request) bool {
-	if len(g.trusted) == 0 {
+func (rt *routing) trustedPeer(r *http.Request) bool {
+	if len(rt.trusted) == 0 {
 		return false
 	}
 	a := remoteAddr(r)
-	for _, p := range g.trusted {
+	for _, p := range rt.trusted {
 		if p.Contains(a) {
 			return true
 		}
@@ -264,4 +324,43 @@ func redactURL(s string) string {
 	}
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// confirmSNS answers an AWS SNS subscription handshake: confirmed at once
+// when the source says auto_confirm, otherwise logged with the URL the
+// operator must visit.
+func (g *Gateway) confirmSNS(w http.ResponseWriter, r *http.Request, log *slog.Logger, s *source, req *carrier.Request, sub *carrier.SNSSubscription) {
+	if !sub.Auto {
+		log.Warn("SNS subscription awaits confirmation: visit SubscribeURL or set auto_confirm: true",
+			"topic_arn", sub.TopicARN, "subscribe_url", sub.URL)
+	} else {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if err := sub.Confirm(ctx); err != nil {
+			w.Header().Set("Retry-After", "5")
+			g.fail(w, log, http.StatusServiceUnavailable, "SNS subscription confirmation failed", err)
+			return
+		}
+		log.Info("SNS subscription confirmed", "topic_arn", sub.TopicARN)
+	}
+	resp := s.carrier.Reply(req, nil)
+	if resp.ContentType != "" {
+		w.Header().Set("Content-Type", resp.ContentType)
+	}
+	w.WriteHeader(cmp.Or(resp.Status, http.StatusOK))
+	_, _ = w.Write(resp.Body)
+}
+
+// validUTF8 refuses events whose text fields are not valid UTF-8: a carrier
+// never sends such bytes, and an app must never receive them mangled.
+func validUTF8(events []switchboard.Event) error {
+	for i := range events {
+		d := &events[i].Data
+		for _, v := range []string{d.MessageID, d.From, d.To, d.Text, d.CarrierStatus} {
+			if !utf8.ValidString(v) {
+				return fmt.Errorf("%w: a field is not valid UTF-8", switchboard.ErrBadPayload)
+			}
+		}
+	}
+	return nil
 }

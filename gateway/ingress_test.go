@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -41,6 +43,7 @@ tenants:
   acme:
     sources:
       tw: {carrier: twilio, secret: ` + token + `}
+      sn: {carrier: sinch, secret: sinch-secret}
     destinations:
       app: {url: "https://app.example.com/in", secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=}
     routes:
@@ -210,5 +213,57 @@ func TestTrustedProxies(t *testing.T) {
 	resp, _ := f.post(t, "/hooks/acme/tw", "https://hooks.example.com/hooks/acme/tw", inboundForm("SM1"), hdr)
 	if resp.StatusCode != 200 {
 		t.Errorf("forwarded by a trusted proxy: %d, want 200", resp.StatusCode)
+	}
+}
+
+// replayable captures a simulated callback so it can be sent again byte
+// for byte.
+func replayable(t *testing.T, cfg carrier.Config, target string) func() int {
+	t.Helper()
+	req, err := carrier.Simulate(cfg, "inbound", carrier.SimMessage{Text: "nonce"}, target, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(req.Body)
+	return func() int {
+		r, _ := http.NewRequest(req.Method, target, bytes.NewReader(body))
+		r.Header = req.Header.Clone()
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+}
+
+func TestNonceRecordedOnlyOnceStored(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"`)
+	target := f.srv.URL + "/hooks/acme/sn"
+	cfg := carrier.Config{Carrier: "sinch", Secret: "sinch-secret"}
+
+	send := replayable(t, cfg, target)
+	if code := send(); code != http.StatusOK {
+		t.Fatalf("first send = %d, want 200", code)
+	}
+	if code := send(); code != http.StatusUnauthorized {
+		t.Errorf("replayed nonce = %d, want 401", code)
+	}
+
+	send = replayable(t, cfg, target)
+	f.rs.Kill()
+	if code := send(); code != http.StatusServiceUnavailable {
+		t.Fatalf("with Redis down = %d, want 503", code)
+	}
+	f.rs.Start()
+	var code int
+	for range 50 { // the client redials after the restart
+		if code = send(); code != http.StatusServiceUnavailable {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != http.StatusOK {
+		t.Errorf("the carrier's retry after a 503 = %d, want 200: the nonce must not be burnt by a refused callback", code)
 	}
 }

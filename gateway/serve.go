@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,13 +21,30 @@ import (
 
 // Server is a running gateway: listeners, store and delivery workers.
 type Server struct {
-	cfg     *policy.Config
+	// started is the configuration Start was given. Its server.listen,
+	// server.admin_listen, redis.url, delivery.allow_private_networks and
+	// delivery.rate_scope stay in force until a restart; everything else
+	// follows Reload (see config).
+	started *policy.Config
 	log     *slog.Logger
 	rdb     *redis.Client
 	store   *queue.Store
 	embed   *queue.Embedded
 	gw      *Gateway
-	workers map[string]*delivery.Worker
+	metrics *metrics
+	tracing *tracing
+
+	// Delivery workers, one per tenant; mu guards them (Reload adds and
+	// removes tenants while serving).
+	mu        sync.Mutex
+	workers   map[string]*delivery.Worker
+	cancels   map[string]context.CancelFunc // stops one tenant's worker
+	wctx      context.Context               // parent of the workers' contexts; nil until Serve
+	wg        sync.WaitGroup                // running workers
+	stopping  bool
+	client    *http.Client
+	consumer  string
+	readSlots chan struct{}
 
 	ingress, admin         *http.Server
 	ingressLn, adminLn     net.Listener
@@ -44,7 +62,9 @@ type Options struct {
 // is empty), binds both listeners and starts the delivery workers. Call
 // Serve to serve and Shutdown to stop.
 func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, workers: map[string]*delivery.Worker{}}
+	log = maskingLogger(log)
+	s := &Server{started: cfg, log: log, workers: map[string]*delivery.Worker{}, cancels: map[string]context.CancelFunc{},
+		readSlots: make(chan struct{}, blockingReads)}
 	url := cfg.Redis.URL
 	if url == "" {
 		e, err := queue.StartEmbedded()
@@ -64,7 +84,10 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 	ropts.ReadTimeout = 3 * time.Second
 	ropts.WriteTimeout = 3 * time.Second
 	ropts.MaxRetries = 1
-	ropts.PoolSize = max(ropts.PoolSize, 64)
+	ropts.PoolSize = max(ropts.PoolSize, poolSize)
+	// A hard cap: go-redis would otherwise open connections beyond
+	// PoolSize under a burst (plus its pipeline pool of 10).
+	ropts.MaxActiveConns = ropts.PoolSize
 	s.rdb = redis.NewClient(ropts)
 	s.store = queue.New(s.rdb)
 
@@ -74,27 +97,33 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 		return nil, err
 	}
 	s.gw = gw
+	if w := cfg.Redis.GroupCommitWindow.D(); w > 0 {
+		gw.batch = &queue.Batcher{Store: s.store, Window: w}
+	}
+	s.metrics = newMetrics(s)
+	gw.metrics = s.metrics
+	if s.tracing, err = newTracing(cfg.Tracing, strings.TrimPrefix(delivery.UserAgent, "Switchboard/"), log); err != nil {
+		s.close()
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	gw.tracing = s.tracing
 
 	consumer := opts.Consumer
 	if consumer == "" {
 		host, _ := os.Hostname()
 		consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
-	client := delivery.NewClient(cfg.Delivery.AllowPrivateNetworks)
+	s.consumer = consumer
+	s.client = delivery.NewClient(cfg.Delivery.AllowPrivateNetworks)
 	if cfg.Delivery.AllowPrivateNetworks {
 		log.Warn("delivery.allow_private_networks is true: deliveries may reach loopback and private addresses")
 	}
 	for tid, t := range cfg.Tenants {
-		s.workers[tid] = &delivery.Worker{
-			Store: s.store, Tenant: t, Client: client, Consumer: consumer,
-			Log: log,
-		}
+		s.workers[tid] = s.newWorker(tid, t)
 	}
-	gw.wake = func(tid string) {
-		if w := s.workers[tid]; w != nil {
-			w.Wake()
-		}
-	}
+	gw.wake = s.wakeTenant
+	gw.pass.transport = s.client.Transport // pass-through shares the delivery guard
+	gw.pass.allow = s.passthroughBreaker
 
 	if s.ingressLn, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
 		s.close()
@@ -108,7 +137,13 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 
 	admin := http.NewServeMux()
 	gw.health(admin)
+	admin.Handle("GET /metrics", s.metrics.handler())
+	admin.Handle("/admin/", newAdmin(s))
+	if !adminEnabled(cfg) {
+		log.Info("the admin API is off: no server.admin_token or tenant admin_token is configured; /admin/v1/ answers 404")
+	}
 	s.ingress = newHTTPServer(gw.Handler())
+	s.ingress.RegisterOnShutdown(gw.pulls.shutdown) // long-polls and streams would hold up Shutdown
 	s.admin = newHTTPServer(recoverer(log, admin))
 	return s, nil
 }
@@ -151,17 +186,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errc <- s.ingress.Serve(s.ingressLn) }()
 	go func() { errc <- s.admin.Serve(s.adminLn) }()
 	s.log.Info("switchboard serving", "listen", s.IngressAddr, "admin_listen", s.AdminAddr,
-		"tenants", len(s.cfg.Tenants))
+		"tenants", len(s.config().Tenants))
 
 	wctx, stopWorkers := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, w := range s.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = w.Run(wctx)
-		}()
+	s.mu.Lock()
+	s.wctx = wctx
+	for tid, w := range s.workers {
+		s.runWorker(tid, w)
 	}
+	s.mu.Unlock()
 
 	var err error
 	select {
@@ -172,9 +205,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("shutting down: no new callbacks; finishing deliveries in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = s.ingress.Shutdown(sctx)
+	if s.gw.batch != nil {
+		s.gw.batch.Close() // the callbacks in progress were answered; nothing is queued
+	}
 	cancel()
+	s.mu.Lock()
+	s.stopping = true // no Reload starts a worker from now on
+	s.mu.Unlock()
 	stopWorkers()
-	wg.Wait()
+	s.wg.Wait()
 	sctx, cancel = context.WithTimeout(context.Background(), time.Second)
 	_ = s.admin.Shutdown(sctx)
 	cancel()
@@ -196,4 +235,7 @@ func (s *Server) close() {
 	if s.embed != nil {
 		s.embed.Close()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.tracing.close(ctx) // flush the spans not yet exported
+	cancel()
 }

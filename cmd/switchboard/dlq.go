@@ -72,16 +72,16 @@ func cmdDLQ(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	t, ok := cfg.Tenants[*tenantID]
-	if !ok {
-		fmt.Fprintf(stderr, "tenant %q is not in %s\n", *tenantID, *file)
-		return 1
+	// A tenant or destination removed from the configuration keeps its jobs
+	// in Redis: say so, and still show (or replay, or purge) them.
+	if t, ok := cfg.Tenants[*tenantID]; !ok {
+		fmt.Fprintf(stderr, "warning: tenant %q is not in %s (removed?); using what Redis holds for it\n", *tenantID, *file)
+	} else if _, ok := t.Destinations[*dest]; *dest != "" && !ok {
+		fmt.Fprintf(stderr, "warning: destination %q is not in tenant %s (removed?); using what Redis holds for it\n", *dest, *tenantID)
 	}
-	if *dest != "" {
-		if _, ok := t.Destinations[*dest]; !ok {
-			fmt.Fprintf(stderr, "destination %q is not in tenant %s\n", *dest, *tenantID)
-			return 1
-		}
+	if strings.ContainsAny(*tenantID, "{}") || *tenantID == "" {
+		fmt.Fprintf(stderr, "tenant %q is not a tenant name\n", *tenantID)
+		return 1
 	}
 	if cfg.Redis.URL == "" {
 		fmt.Fprintln(stderr, "redis.url is empty: the embedded store lives inside `switchboard serve` and cannot be reached from here; use the admin API (switchboard admin dlq …) or configure redis.url")

@@ -1,5 +1,5 @@
 // Command switchboard is the gateway's one binary: serve, check, dlq,
-// simulate, sink and version. It parses flags and wires; the work is done
+// admin, simulate, sink and version. It parses flags and wires; the work is done
 // by the gateway, queue and policy packages.
 package main
 
@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/gateway/delivery"
@@ -33,7 +34,8 @@ const usage = `switchboard — a webhook relay gateway for messaging carriers
 Usage:
   switchboard serve    --config FILE          run the gateway
   switchboard check    --config FILE          validate a configuration
-  switchboard dlq list|replay|purge …         inspect and replay dead letters
+  switchboard dlq list|replay|purge …         inspect and replay dead letters (via Redis)
+  switchboard admin COMMAND …                 the admin API: stats, dead letters, events, recover
   switchboard simulate --url URL --carrier C --secret S …
                                               send a correctly signed carrier callback
   switchboard sink     --listen ADDR --secret whsec_…
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(rest, stdout, stderr)
 	case "dlq":
 		return cmdDLQ(rest, stdout, stderr)
+	case "admin":
+		return cmdAdmin(rest, stdout, stderr)
 	case "simulate":
 		return cmdSimulate(rest, stdout, stderr)
 	case "sink":
@@ -153,8 +157,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("serve", "serve --config FILE", stderr)
+	fs := newFlags("serve", "serve --config FILE [--watch]", stderr)
 	file := fs.String("config", "", "configuration `file`")
+	watch := fs.Bool("watch", false, "reload the configuration when the file (or its tenants_dir) changes; SIGHUP reloads it too")
+	every := fs.Duration("watch-interval", time.Second, "how often --watch checks the files")
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
 	}
@@ -171,6 +177,24 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads (it would otherwise end the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration", "file", *file)
+				_ = srv.ReloadFile(*file)
+			}
+		}
+	}()
+	if *watch {
+		go srv.Watch(ctx, *file, max(*every, 10*time.Millisecond))
+	}
 	if err := srv.Serve(ctx); err != nil {
 		log.Error("stopped with an error", "err", err.Error())
 		return 1

@@ -219,6 +219,11 @@ func (c *Twilio) Parse(r *Request) ([]switchboard.Event, error) {
 	if id == "" {
 		return nil, badPayload("twilio", "no MessageSid")
 	}
+	for _, k := range []string{"MessageSid", "MessageStatus", "From", "To", "Body"} {
+		if vs := p[k]; len(vs) > 1 && slices.ContainsFunc(vs, func(v string) bool { return v != vs[0] }) {
+			return nil, badPayload("twilio", "%s is given %d times with different values", k, len(vs))
+		}
+	}
 	d := switchboard.EventData{
 		MessageID: id,
 		From:      E164(p.Get("From")),

@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+)
+
+// maskingLogger returns log with every phone number in its messages and
+// string attributes masked (MaskNumbers): a last line of defence, so that a
+// number that slips into an error message never reaches the log whole.
+func maskingLogger(log *slog.Logger) *slog.Logger {
+	if _, ok := log.Handler().(maskHandler); ok {
+		return log
+	}
+	return slog.New(maskHandler{log.Handler()})
+}
+
+type maskHandler struct{ h slog.Handler }
+
+func (m maskHandler) Enabled(ctx context.Context, l slog.Level) bool { return m.h.Enabled(ctx, l) }
+
+func (m maskHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, MaskNumbers(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(maskAttr(a))
+		return true
+	})
+	return m.h.Handle(ctx, out)
+}
+
+func (m maskHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	masked := make([]slog.Attr, len(as))
+	for i, a := range as {
+		masked[i] = maskAttr(a)
+	}
+	return maskHandler{m.h.WithAttrs(masked)}
+}
+
+func (m maskHandler) WithGroup(name string) slog.Handler { return maskHandler{m.h.WithGroup(name)} }
+
+func maskAttr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, MaskNumbers(v.String()))
+	case slog.KindGroup:
+		g := v.Group()
+		out := make([]slog.Attr, len(g))
+		for i, ga := range g {
+			out[i] = maskAttr(ga)
+		}
+		return slog.Attr{Key: a.Key, Value: slog.GroupValue(out...)}
+	case slog.KindAny:
+		switch x := v.Any().(type) {
+		case error:
+			return slog.String(a.Key, MaskNumbers(x.Error()))
+		case []string:
+			out := make([]string, len(x))
+			for i, s := range x {
+				out[i] = MaskNumbers(s)
+			}
+			return slog.Any(a.Key, out)
+		}
+	}
+	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// MaskNumbers masks every phone number in s, keeping its first digits and
+// its last four: "+15555550100" becomes "+1555***0100". A number is a '+'
+// and 8–15 digits, or 10–15 digits standing alone (not part of an id,
+// a stream entry id "<ms>-<seq>", a decimal or a word). Short codes stay.
+func MaskNumbers(s string) string {
+	if !hasLongDigitRun(s) {
+		return s // the common case: nothing to do, no allocation
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	i := 0
+	for i < len(s) {
+		c := s[i]
+		if !isDigit(c) {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isDigit(s[j]) {
+			j++
+		}
+		run := s[i:j]
+		plus := i > 0 && s[i-1] == '+'
+		before := i > 0 && !plus && (isJoiner(s[i-1]) || s[i-1] == '.' && i > 1 && isDigit(s[i-2]))
+		after := j < len(s) && (isJoiner(s[j]) || s[j] == '.' && j+1 < len(s) && isDigit(s[j+1]))
+		switch {
+		case plus && len(run) >= 8 && len(run) <= 15 && !after:
+			b.WriteString(maskDigits(run))
+		case !plus && len(run) >= 10 && len(run) <= 15 && !before && !after:
+			b.WriteString(maskDigits(run))
+		default:
+			b.WriteString(run)
+		}
+		i = j
+	}
+	return b.String()
+}
+
+// maskDigits keeps the last four digits and up to four leading ones, hiding
+// at least three.
+func maskDigits(run string) string {
+	keep := min(4, len(run)-4-3)
+	return run[:keep] + "***" + run[len(run)-4:]
+}
+
+func hasLongDigitRun(s string) bool {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if isDigit(s[i]) {
+			n++
+			if n >= 8 {
+				return true
+			}
+		} else {
+			n = 0
+		}
+	}
+	return false
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// isJoiner: a character that makes a digit run part of something larger
+// than a phone number (a word, an id, a stream entry id); a '.' does when
+// it makes a decimal.
+func isJoiner(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-'
+}

@@ -1,0 +1,59 @@
+package gateway
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestMaskNumbers(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"+15555550100", "+1555***0100"},
+		{"from +15555550100 to +447700900123.", "from +1555***0100 to +4477***0123."},
+		{"msisdn=447700900123", "msisdn=4477***0123"},
+		{"+49301234567", "+4930***4567"},
+		{"+12345678", "+1***5678"},
+		{"tel:+15555550100", "tel:+1555***0100"},
+		{"short code 12345 and 5555", "short code 12345 and 5555"},
+		{"+1234567", "+1234567"},
+		{"evt_01JD3R6Q9W8ZK4T5N2M7XB0C1D", "evt_01JD3R6Q9W8ZK4T5N2M7XB0C1D"},
+		{"entry 1732700000000-0", "entry 1732700000000-0"},
+		{"SM0123456789abcdef0123456789abcdef", "SM0123456789abcdef0123456789abcdef"},
+		{"took 1234567890123456789 ns", "took 1234567890123456789 ns"},
+		{"", ""},
+	} {
+		if got := MaskNumbers(tc.in); got != tc.want {
+			t.Errorf("MaskNumbers(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestMaskingLogger(t *testing.T) {
+	var out syncWriter
+	log := maskingLogger(slog.New(slog.NewJSONHandler(&out, nil)))
+	log = log.With("to", "+15555550199")
+	log.WithGroup("g").Info("from +15555550100", "err", errors.New("bad number +15555550111"),
+		"numbers", []string{"+15555550122"}, slog.Group("inner", "n", "+15555550133"), "count", 15555550144)
+	got := out.String()
+	for _, full := range []string{"+15555550199", "+15555550100", "+15555550111", "+15555550122", "+15555550133"} {
+		if strings.Contains(got, full) {
+			t.Errorf("log holds %s: %s", full, got)
+		}
+	}
+	for _, masked := range []string{"+1555***0199", "+1555***0100", "+1555***0111", "+1555***0122", "+1555***0133", "15555550144"} {
+		if !strings.Contains(got, masked) {
+			t.Errorf("log lacks %s: %s", masked, got)
+		}
+	}
+	if maskingLogger(log) != log {
+		t.Error("maskingLogger wraps a masking logger again")
+	}
+}
+
+func BenchmarkMaskNumbersClean(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		MaskNumbers("delivery attempt evt_01JD3R6Q9W8ZK4T5N2M7XB0C1D HTTP 502")
+	}
+}

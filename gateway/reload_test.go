@@ -1,0 +1,306 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-gw/switchboard/gateway/carrier"
+	"github.com/switchboard-gw/switchboard/policy"
+	"github.com/switchboard-gw/switchboard/queue/redistest"
+)
+
+const whsec = "whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE="
+
+// testServer is an in-process Server on 127.0.0.1:0 against a real Redis.
+type testServer struct {
+	*Server
+	file string
+	log  *syncWriter
+}
+
+// mustServer writes body to a config file, starts a Server on it and
+// serves until the test ends.
+func mustServer(t *testing.T, body string) *testServer {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "sb.yaml")
+	writeConfig(t, file, body)
+	cfg, err := policy.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncWriter{}
+	s, err := Start(cfg, slog.New(slog.NewJSONHandler(logs, nil)), Options{Consumer: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &testServer{Server: s, file: file, log: logs}
+}
+
+func writeConfig(t *testing.T, file, body string) {
+	t.Helper()
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// postTwilio sends a signed Twilio callback to the server and returns the
+// status code and Retry-After.
+func postTwilio(t *testing.T, addr, tenant, source string, form url.Values, sign bool) (int, string) {
+	t.Helper()
+	u := "http://" + addr + "/hooks/" + tenant + "/" + source
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	sig := "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	if sign {
+		sig = carrier.TwilioSignature(token, u, form)
+	}
+	req.Header.Set("X-Twilio-Signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Retry-After")
+}
+
+func statusForm(sid string) url.Values {
+	return url.Values{"MessageSid": {sid}, "MessageStatus": {"delivered"}, "From": {"+15555550199"}, "To": {"+15555550100"}}
+}
+
+func serverConfig(redisURL, tenants string) string {
+	return fmt.Sprintf(`server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: %q}
+delivery: {allow_private_networks: true}
+tenants:
+%s`, redisURL, tenants)
+}
+
+// TestIngressRate: past ingress_rate a carrier gets 429 with Retry-After in
+// whole seconds until a token is free, before verification (a forgery
+// gets 429 too) and after the tenant and source are known (404 first).
+// Another tenant is not limited by it.
+func TestIngressRate(t *testing.T) {
+	rs := redistest.Start(t)
+	s := mustServer(t, serverConfig(rs.URL(), fmt.Sprintf(`  acme:
+    ingress_rate: {per_second: 0.5, burst: 2}
+    sources:
+      tw: {carrier: twilio, secret: %s}
+    destinations:
+      app: {url: "https://app.example.com", secret: %s}
+    routes: [{to: [app]}]
+  other:
+    sources:
+      tw: {carrier: twilio, secret: %s}
+`, token, whsec, token)))
+	for i := range 2 {
+		if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw", inboundForm(fmt.Sprintf("SM%d", i)), true); code != http.StatusOK {
+			t.Fatalf("callback %d within the burst: %d, want 200", i+1, code)
+		}
+	}
+	code, after := postTwilio(t, s.IngressAddr, "acme", "tw", inboundForm("SM3"), true)
+	if code != http.StatusTooManyRequests || after != "2" {
+		t.Errorf("past the burst: %d Retry-After=%q, want 429 and 2 (seconds until a token at 0.5/s)", code, after)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw", inboundForm("SM4"), false); code != http.StatusTooManyRequests {
+		t.Errorf("a forged callback past the limit: %d, want 429 (the limit comes before verification)", code)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "nope", inboundForm("SM5"), true); code != http.StatusNotFound {
+		t.Errorf("an unknown source past the limit: %d, want 404", code)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "other", "tw", inboundForm("SM6"), true); code != http.StatusOK {
+		t.Errorf("another tenant: %d, want 200", code)
+	}
+	if strings.Contains(s.log.String(), `"reason":"verification failed"`) {
+		t.Error("a limited callback was verified")
+	}
+}
+
+// TestReload: a reload swaps ingress and delivery together; a tenant whose
+// ingress_rate did not change keeps its spent tokens; a bad file keeps
+// the running configuration and logs why; an unrouted event is counted.
+func TestReload(t *testing.T) {
+	rs := redistest.Start(t)
+	v1 := fmt.Sprintf(`  acme:
+    ingress_rate: {per_second: 0.01, burst: 1}
+    sources:
+      tw: {carrier: twilio, secret: %s}
+    destinations:
+      app: {url: "http://127.0.0.1:1/", secret: %s}
+    routes:
+      - match: {types: [message.received]}
+        to: [app]
+`, token, whsec)
+	s := mustServer(t, serverConfig(rs.URL(), v1))
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw", inboundForm("SM1"), true); code != http.StatusOK {
+		t.Fatalf("first callback: %d", code)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw", inboundForm("SM2"), true); code != http.StatusTooManyRequests {
+		t.Fatalf("second callback: %d, want 429", code)
+	}
+
+	// A bad file: nothing changes, the log says where.
+	writeConfig(t, s.file, serverConfig(rs.URL(), v1+"      - when: event.nope(\n        to: [app]\n"))
+	if err := s.ReloadFile(s.file); err == nil {
+		t.Fatal("ReloadFile accepted a bad file")
+	}
+	if !strings.Contains(s.log.String(), "configuration reload failed; keeping the running configuration") ||
+		!strings.Contains(s.log.String(), s.file+":14: tenants.acme.routes[1].when:") {
+		t.Errorf("the log does not say why the reload failed:\n%s", s.log.String())
+	}
+
+	// Same ingress_rate, a new source, a new tenant, status events routed.
+	v2 := strings.Replace(v1, "      tw: {carrier", "      tw2: {carrier: twilio, secret: "+token+"}\n      tw: {carrier", 1)
+	v2 = strings.Replace(v2, "types: [message.received]", "types: [message.status]", 1)
+	v2 += fmt.Sprintf("  globex:\n    sources:\n      tw: {carrier: twilio, secret: %s}\n", token)
+	writeConfig(t, s.file, serverConfig(rs.URL(), v2))
+	if err := s.ReloadFile(s.file); err != nil {
+		t.Fatalf("ReloadFile: %v", err)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", statusForm("SM3"), true); code != http.StatusTooManyRequests {
+		t.Errorf("after a reload with the same ingress_rate: %d, want 429 (the spent token stays spent)", code)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "globex", "tw", statusForm("SM4"), true); code != http.StatusOK {
+		t.Errorf("a tenant added by the reload: %d, want 200", code)
+	}
+	if s.worker("globex") == nil {
+		t.Error("no delivery worker for the added tenant")
+	}
+
+	// A changed ingress_rate starts afresh; the new routes apply.
+	// (rate_scope needs a restart: the reload says so and goes on.)
+	v3 := strings.Replace(v2, "per_second: 0.01, burst: 1", "per_second: 0.01, burst: 2", 1)
+	writeConfig(t, s.file, strings.Replace(serverConfig(rs.URL(), v3), "delivery: {", "delivery: {rate_scope: local, ", 1))
+	if err := s.ReloadFile(s.file); err != nil {
+		t.Fatalf("ReloadFile: %v", err)
+	}
+	if !strings.Contains(s.log.String(), `"msg":"configuration reload: this setting changes only on restart; keeping the running value","key":"delivery.rate_scope"`) {
+		t.Errorf("no warning that rate_scope needs a restart:\n%s", grepLines(s.log.String(), "restart"))
+	}
+	// A job is in its stream or (after a failed attempt) in the retry set.
+	jobs := func() int64 {
+		ctx := context.Background()
+		n, _ := s.rdb.XLen(ctx, "sb:{acme}:d:app").Result()
+		r, _ := s.rdb.ZCard(ctx, "sb:{acme}:retry").Result()
+		return n + r
+	}
+	before := jobs()
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", statusForm("SM5"), true); code != http.StatusOK {
+		t.Errorf("after a reload that changed ingress_rate: %d, want 200", code)
+	}
+	if n := jobs(); n != before+1 {
+		t.Errorf("%d jobs stored, want %d: the reloaded route takes status events", n, before+1)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", inboundForm("SM6"), true); code != http.StatusOK {
+		t.Errorf("an unrouted callback: %d, want 200", code)
+	}
+	resp, err := http.Get("http://" + s.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `switchboard_unrouted_events_total{source="tw2",tenant="acme"} 1`) {
+		t.Errorf("/metrics does not count the unrouted event:\n%s", grepLines(string(metrics), "unrouted"))
+	}
+
+	// Removing a tenant stops its worker and its ingress.
+	writeConfig(t, s.file, serverConfig(rs.URL(), v1))
+	if err := s.ReloadFile(s.file); err != nil {
+		t.Fatalf("ReloadFile: %v", err)
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "globex", "tw", statusForm("SM7"), true); code != http.StatusNotFound {
+		t.Errorf("a removed tenant: %d, want 404", code)
+	}
+	if s.worker("globex") != nil {
+		t.Error("the removed tenant still has a worker")
+	}
+	if !strings.Contains(s.log.String(), `"removed":["globex"]`) {
+		t.Errorf("the reload log does not list what was removed:\n%s", grepLines(s.log.String(), "reloaded"))
+	}
+}
+
+func grepLines(s, word string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestWatchTenantsDir: with Watch running, a change to a tenants_dir file
+// is reloaded without a signal, and a broken one is reported and ignored.
+func TestWatchTenantsDir(t *testing.T) {
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "tenants"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tenantFile := filepath.Join(dir, "tenants", "acme.yaml")
+	writeConfig(t, tenantFile, fmt.Sprintf("sources:\n  tw: {carrier: twilio, secret: %s}\n", token))
+	file := filepath.Join(dir, "sb.yaml")
+	writeConfig(t, file, fmt.Sprintf(`server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: %q}
+tenants_dir: tenants
+`, rs.URL()))
+	cfg, err := policy.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncWriter{}
+	s, err := Start(cfg, slog.New(slog.NewJSONHandler(logs, nil)), Options{Consumer: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Serve(ctx); close(done) }()
+	go s.Watch(ctx, file, 20*time.Millisecond)
+	t.Cleanup(func() { cancel(); <-done })
+
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", statusForm("SM1"), true); code != http.StatusNotFound {
+		t.Fatalf("source not yet configured: %d, want 404", code)
+	}
+	writeConfig(t, tenantFile, fmt.Sprintf("sources:\n  tw: {carrier: twilio, secret: %s}\n  tw2: {carrier: twilio, secret: %s}\n", token, token))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", statusForm("SM1"), true)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tenant file's change was not reloaded within 5s (last answer %d):\n%s", code, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A broken tenant file keeps the running configuration.
+	writeConfig(t, tenantFile, "sources: [\n")
+	deadline = time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "configuration reload failed") {
+		if time.Now().After(deadline) {
+			t.Fatal("the broken tenant file was not noticed within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), tenantFile+":") {
+		t.Errorf("the failure does not name the tenant file:\n%s", grepLines(logs.String(), "reload failed"))
+	}
+	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", statusForm("SM2"), true); code != http.StatusOK {
+		t.Errorf("after a failed reload: %d, want 200 from the running configuration", code)
+	}
+}
