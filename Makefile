@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 CONFIG    ?= configs/switchboard.example.yaml
 FUZZTIME  ?= 10s
 
-.PHONY: all build run test test-unit lint fmt vet tidy bench fuzz clean deps
+.PHONY: all build run test lint fmt vet tidy bench fuzz chaos clean deps
 
 all: build
 
@@ -44,6 +44,10 @@ tidy:
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./...
 	BENCH_OUT=bench-results.md $(GO) run ./test/bench
+
+# chaos: the long fault suite (kills, Redis restarts and outages under load).
+chaos: deps
+	CHAOS=1 $(GO) test -count=1 -timeout 15m -run TestFaultSuite -v ./test/
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \

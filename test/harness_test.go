@@ -109,10 +109,12 @@ func startGateway(t *testing.T, cfg string) *gatewayProc {
 	return startGatewayFile(t, file)
 }
 
-func startGatewayFile(t *testing.T, file string) *gatewayProc {
+// startGatewayFile runs serve on file, with extra flags (e.g. --watch).
+func startGatewayFile(t *testing.T, file string, flags ...string) *gatewayProc {
 	t.Helper()
 	g := &gatewayProc{t: t, log: newLogBuffer(), configFile: file, exited: make(chan struct{})}
-	g.cmd = exec.Command(binary, "serve", "--config", file)
+	g.cmd = exec.Command(binary, append([]string{"serve", "--config", file}, flags...)...)
+	g.cmd.Env = raceEnv()
 	g.cmd.Stdout, g.cmd.Stderr = g.log, g.log
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -241,6 +243,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = raceEnv()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -269,4 +272,10 @@ func jsonLines(t *testing.T, s string) []map[string]any {
 		out = append(out, m)
 	}
 	return out
+}
+
+// raceEnv is the environment for the race-enabled binary, without the
+// race runtime's one-second sleep at every exit.
+func raceEnv() []string {
+	return append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 }

@@ -75,13 +75,14 @@ func main() {
 		if aof {
 			label = "AOF everysec"
 		}
-		var floorR, ingR, e2eR []float64
+		var floorR, ingR, ingNoGC, e2eR []float64
 		var p50, p99 []float64
 		for i := range runs {
 			log.Printf("%s: run %d/%d", label, i+1, runs)
 			if !aof {
 				r := measureFloor(floor, aof, i)
 				floorR = append(floorR, r.Rate())
+				ingNoGC = append(ingNoGC, measureIngestWindow(gw, aof, i, "0s").Rate())
 			}
 			r := measureIngest(gw, aof, i)
 			ingR = append(ingR, r.Rate())
@@ -90,7 +91,8 @@ func main() {
 			e2eR = append(e2eR, measureEndToEnd(gw, aof, i))
 		}
 		if !aof {
-			rows = append(rows, row{"floor server: verify + normalize + 1 XADD (req/s, 64 conns)", label, floorR, "%.0f"})
+			rows = append(rows, row{"floor server: verify + normalize + 1 XADD (req/s, 64 conns)", label, floorR, "%.0f"},
+				row{"gateway ingest without group commit (req/s, 64 conns)", label, ingNoGC, "%.0f"})
 		}
 		rows = append(rows,
 			row{"gateway ingest (req/s, 64 conns)", label, ingR, "%.0f"},
@@ -309,13 +311,17 @@ func startGateway(bin string, cfg string) *proc {
 // gatewayConfig: one tenant, one Twilio source, one destination. held
 // limits the destination to a trickle so events stay queued.
 func gatewayConfig(redisAddr, destURL string, held bool) string {
+	return gatewayConfigWindow(redisAddr, destURL, held, "100us")
+}
+
+func gatewayConfigWindow(redisAddr, destURL string, held bool, window string) string {
 	rate := ""
 	if held {
 		rate = "\n        rate: {per_second: 0.001, burst: 1}"
 	}
 	return fmt.Sprintf(`
 server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
-redis: {url: "redis://%s/0"}
+redis: {url: "redis://%s/0", group_commit_window: %s}
 delivery: {allow_private_networks: true, timeout: 5s, max_in_flight: 64}
 tenants:
   bench:
@@ -327,7 +333,7 @@ tenants:
         secret: %s%s
     routes:
       - to: [app]
-`, redisAddr, secret, destURL, whsec, rate)
+`, redisAddr, window, secret, destURL, whsec, rate)
 }
 
 func loadFor(url, prefix string) load.Result {
@@ -358,9 +364,13 @@ func measureFloor(bin string, aof bool, run int) load.Result {
 }
 
 func measureIngest(bin string, aof bool, run int) load.Result {
+	return measureIngestWindow(bin, aof, run, "100us")
+}
+
+func measureIngestWindow(bin string, aof bool, run int, window string) load.Result {
 	rs := startRedis(aof)
 	defer rs.stop()
-	p := startGateway(bin, gatewayConfig(rs.addr, "http://127.0.0.1:9/never", true))
+	p := startGateway(bin, gatewayConfigWindow(rs.addr, "http://127.0.0.1:9/never", true, window))
 	defer p.stop()
 	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run))
 }
