@@ -292,16 +292,10 @@ func (s *Server) observe(tid string) func(dest string, j *queue.Job, o delivery.
 		outcome := outcomeName(d.Action)
 		s.metrics.attempt(tid, dest, attempt, outcome, latency)
 		s.tracing.attempt(tid, dest, j, attempt, o, outcome, latency)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		err := s.store.RecordAttempt(ctx, tid, j.EventID, queue.Attempt{
+		s.attempts.Record(tid, j.EventID, queue.Attempt{
 			Time: time.Now().Add(-latency), Destination: dest, Attempt: attempt, StatusCode: o.Status,
 			Latency: latency, Outcome: outcome, Error: o.Err,
 		})
-		if err != nil {
-			s.log.Warn("recording the attempt in the event history failed", "tenant", tid,
-				"destination", dest, "event_id", j.EventID, "err", err.Error())
-		}
 	}
 }
 

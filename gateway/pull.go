@@ -163,7 +163,7 @@ func (g *Gateway) pullPoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	max, err := pullMax(q.Get("max"))
+	most, err := pullMax(q.Get("max"))
 	if err != nil {
 		pullError(w, http.StatusBadRequest, err.Error())
 		return
@@ -181,7 +181,7 @@ func (g *Gateway) pullPoll(w http.ResponseWriter, r *http.Request) {
 
 	ctx := r.Context()
 	deadline := time.Now().Add(wait)
-	p := g.pullArgs(tid, d, max)
+	p := g.pullArgs(tid, d, most)
 	for {
 		changed := g.pulls.changed(tid)
 		hs, err := g.pullOnce(r, tid, d, p, nil)
@@ -212,9 +212,9 @@ func (g *Gateway) pullPoll(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (g *Gateway) pullArgs(tid string, d *policy.Destination, max int) *queue.Pull {
+func (g *Gateway) pullArgs(tid string, d *policy.Destination, most int) *queue.Pull {
 	return &queue.Pull{
-		Tenant: tid, Destination: d.ID, Max: max,
+		Tenant: tid, Destination: d.ID, Max: most,
 		Visibility: d.VisibilityTimeout.D(), MaxAttempts: d.Retry.MaxAttempts,
 	}
 }
@@ -302,7 +302,7 @@ func (g *Gateway) pullStream(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	max, err := pullMax(r.URL.Query().Get("max"))
+	most, err := pullMax(r.URL.Query().Get("max"))
 	if err != nil {
 		pullError(w, http.StatusBadRequest, err.Error())
 		return
@@ -316,8 +316,8 @@ func (g *Gateway) pullStream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	log := g.log.With("tenant", tid, "destination", d.ID)
-	p := g.pullArgs(tid, d, max)
-	p.Session, p.Unacked = newSession(), max
+	p := g.pullArgs(tid, d, most)
+	p.Session, p.Unacked = newSession(), most
 	send := func(chunk string) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(sseWrite))
 		if _, err := io.WriteString(w, chunk); err != nil {

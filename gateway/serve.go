@@ -33,6 +33,8 @@ type Server struct {
 	gw      *Gateway
 	metrics *metrics
 	tracing *tracing
+	// attempts writes delivery attempts to the event history in batches.
+	attempts *queue.AttemptLog
 
 	// Delivery workers, one per tenant; mu guards them (Reload adds and
 	// removes tenants while serving).
@@ -90,6 +92,9 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 	ropts.MaxActiveConns = ropts.PoolSize
 	s.rdb = redis.NewClient(ropts)
 	s.store = queue.New(s.rdb)
+	s.attempts = s.store.NewAttemptLog(4096, func(err error) {
+		log.Warn("recording attempts in the event history failed", "err", err.Error())
+	})
 
 	gw, err := New(cfg, s.store, log)
 	if err != nil {
@@ -228,6 +233,9 @@ func (s *Server) close() {
 	}
 	if s.adminLn != nil && s.admin == nil {
 		s.adminLn.Close()
+	}
+	if s.attempts != nil {
+		s.attempts.Close() // the attempts just finished reach the history
 	}
 	if s.rdb != nil {
 		s.rdb.Close()

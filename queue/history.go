@@ -162,10 +162,7 @@ func (s *Store) RecordAttempt(ctx context.Context, tenant, id string, a Attempt)
 	if a.Time.IsZero() {
 		a.Time = time.Now()
 	}
-	b, err := json.Marshal(attemptRecord{
-		Time: a.Time.UnixMilli(), Dest: a.Destination, Attempt: a.Attempt, Status: a.StatusCode,
-		Latency: a.Latency.Microseconds(), Outcome: a.Outcome, Error: a.Error,
-	})
+	b, err := attemptJSON(a)
 	if err != nil {
 		return err
 	}
@@ -333,4 +330,11 @@ func (s *Store) Recover(ctx context.Context, tenant, dest string, since, until, 
 			lo, offset = last, int(ties)
 		}
 	}
+}
+
+func attemptJSON(a Attempt) ([]byte, error) {
+	return json.Marshal(attemptRecord{
+		Time: a.Time.UnixMilli(), Dest: a.Destination, Attempt: a.Attempt, Status: a.StatusCode,
+		Latency: a.Latency.Microseconds(), Outcome: a.Outcome, Error: a.Error,
+	})
 }
