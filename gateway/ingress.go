@@ -115,7 +115,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	raw := rawJSON(r, body)
+	var raw []byte // the raw callback, built only for a raw destination
 	rawTaken := map[string]bool{}
 	entries := make([]*queue.Entry, 0, len(events))
 	routed := 0
@@ -156,6 +156,9 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 					continue
 				}
 				rawTaken[d] = true
+				if raw == nil {
+					raw = rawJSON(r, body)
+				}
 				entry.Raw = raw
 				entry.RawFor = append(entry.RawFor, d)
 			}
@@ -168,7 +171,8 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		entries = append(entries, entry)
 	}
 	// A pass-through source's app answers now, while the carrier waits.
-	pass, err := g.passthrough(r, log, t, s, events, entries, start)
+	pass, report, err := g.passthrough(r, log, t, s, events, entries, start)
+	defer report() // after the enqueue, so the attempt finds the event's history
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		g.fail(w, log, http.StatusServiceUnavailable, "store unavailable; try again", err)

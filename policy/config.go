@@ -131,7 +131,8 @@ type Tracing struct {
 	SampleRatio float64 `yaml:"sample_ratio"`
 }
 
-// History configures how long delivered events are kept for lookup.
+// History configures how long delivered events are kept for lookup and
+// recovery (default 72h; 0s keeps none, saving Redis memory and work).
 type History struct {
 	Retention Duration `yaml:"retention"`
 }

@@ -376,8 +376,8 @@ func (v *validator) validate() {
 	if c.Dedup.TTL <= 0 {
 		v.fail("dedup.ttl", "must be positive")
 	}
-	if c.History.Retention <= 0 {
-		v.fail("history.retention", "must be positive")
+	if c.History.Retention < 0 {
+		v.fail("history.retention", "must not be negative (0s keeps no history)")
 	}
 	if e := c.Tracing.OTLPEndpoint; e != "" {
 		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

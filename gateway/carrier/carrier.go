@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sort"
 	"time"
 
@@ -28,6 +29,12 @@ type Request struct {
 	Remote netip.Addr
 	// Now is the time the request arrived.
 	Now time.Time
+
+	// The form or query parameters, parsed once (see params) from formSrc.
+	parsed  bool
+	formSrc string
+	form    url.Values
+	formErr error
 }
 
 // Proof is what a successful verification yields beyond "ok": replay ids

@@ -154,8 +154,21 @@ func stripFragment(u string) string {
 // params are the callback's parameters: the query string for GET, the form
 // body otherwise.
 func params(r *Request) (url.Values, error) {
+	// Verify and Parse both need the parameters: parse them once per
+	// request. Callers must not modify the values.
+	src := ""
 	if isGet(r) {
-		return url.ParseQuery(rawQuery(r))
+		src = rawQuery(r)
+		if r.parsed && src == r.formSrc {
+			return r.form, r.formErr
+		}
+	} else {
+		if r.parsed && string(r.Body) == r.formSrc { // compared without a copy
+			return r.form, r.formErr
+		}
+		src = string(r.Body)
 	}
-	return url.ParseQuery(string(r.Body))
+	r.form, r.formErr = url.ParseQuery(src)
+	r.formSrc, r.parsed = src, true
+	return r.form, r.formErr
 }

@@ -186,6 +186,8 @@ func TestBreakerHoldsJobs(t *testing.T) {
 	ids := r.enqueue(3, "app")
 	waitFor(t, 5*time.Second, "the breaker to open", func() bool { return w.BreakerState("app") == "open" })
 	opened := time.Now()
+	// The attempt that tripped it is recorded (Observe) just after.
+	waitFor(t, 5*time.Second, "the third attempt to be recorded", func() bool { return len(r.made("app")) >= 3 })
 	before := len(r.made("app"))
 	if before != 3 {
 		t.Errorf("attempts before opening = %d, want min_requests 3", before)

@@ -106,18 +106,30 @@ func main() {
 		sizes = []int{2_000}
 	}
 	var rawSize int
-	for _, n := range sizes {
+	type backlog struct {
+		n       int
+		history bool
+	}
+	backlogs := []backlog{{sizes[0], true}, {sizes[len(sizes)-1], true}, {sizes[len(sizes)-1], false}}
+	if short {
+		backlogs = backlogs[1:]
+	}
+	for _, bl := range backlogs {
 		var perEvent, rss []float64
 		for i := range runs {
-			log.Printf("backlog %d: run %d/%d", n, i+1, runs)
-			pe, r, rs := measureBacklog(gw, n)
+			log.Printf("backlog %d (history %v): run %d/%d", bl.n, bl.history, i+1, runs)
+			pe, r, rs := measureBacklog(gw, bl.n, bl.history)
 			perEvent = append(perEvent, pe)
 			rss = append(rss, r)
 			rawSize = rs
 		}
+		label := "history 72h (default)"
+		if !bl.history {
+			label = "history off"
+		}
 		rows = append(rows,
-			row{fmt.Sprintf("Redis memory per queued event, %s queued (bytes)", human(n)), "AOF off", perEvent, "%.0f"},
-			row{fmt.Sprintf("gateway RSS with %s queued (MiB)", human(n)), "AOF off", rss, "%.1f"},
+			row{fmt.Sprintf("Redis memory per queued event, %s queued, %s (bytes)", human(bl.n), label), "AOF off", perEvent, "%.0f"},
+			row{fmt.Sprintf("gateway RSS with %s queued, %s (MiB)", human(bl.n), label), "AOF off", rss, "%.1f"},
 		)
 	}
 	report(rows, rawSize)
@@ -412,7 +424,7 @@ func measureEndToEnd(bin string, aof bool, run int) float64 {
 // them (the Twilio parser, the normalized event, the dedup key), measures
 // Redis memory per event, then starts a gateway whose destination is held
 // and reads its RSS.
-func measureBacklog(bin string, n int) (perEvent, rss float64, rawSize int) {
+func measureBacklog(bin string, n int, history bool) (perEvent, rss float64, rawSize int) {
 	rs := startRedis(false)
 	defer rs.stop()
 	ctx := context.Background()
@@ -428,8 +440,8 @@ func measureBacklog(bin string, n int) (perEvent, rss float64, rawSize int) {
 	for i := 0; i < n; i += batch {
 		entries := make([]*queue.Entry, 0, batch)
 		for j := i; j < min(n, i+batch); j++ {
-			body := strings.Replace(string(tmpl.Body), "SMM000000000000000000000000", fmt.Sprintf("SMM%024d", j), 3)
-			req := &carrier.Request{Method: http.MethodPost, URL: target, Body: []byte(body), Now: now}
+			body := load.Prepare(target, secret, fmt.Sprintf("M%d-", j), 1)[0].Body
+			req := &carrier.Request{Method: http.MethodPost, URL: target, Body: body, Now: now}
 			req.Header = http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
 			events, err := tw.Parse(req)
 			must(err)
@@ -438,7 +450,14 @@ func measureBacklog(bin string, n int) (perEvent, rss float64, rawSize int) {
 			e.Timestamp = switchboard.NewTime(now)
 			e.Tenant, e.Source, e.Carrier = "bench", "tw", "twilio"
 			b, _ := json.Marshal(e)
-			entries = append(entries, &queue.Entry{Tenant: "bench", DedupKey: e.DedupKey(), EventID: e.ID, Event: b, Destinations: []string{"app"}, Now: now})
+			// Exactly what the gateway stores: the job, the dedup key and
+			// the event history (72h by default).
+			entry := &queue.Entry{Tenant: "bench", DedupKey: e.DedupKey(), EventID: e.ID, Event: b,
+				Destinations: []string{"app"}, Now: now, MessageID: e.Data.MessageID}
+			if history {
+				entry.History = 72 * time.Hour
+			}
+			entries = append(entries, entry)
 		}
 		_, err := store.Enqueue(ctx, 24*time.Hour, entries...)
 		must(err)

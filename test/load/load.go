@@ -7,6 +7,7 @@ package load
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,18 +60,27 @@ type Callback struct {
 	Sig  string
 }
 
-// Prepare builds n unique, correctly signed Twilio inbound callbacks, so
-// that signing costs nothing during the measured window.
+// inboundForm is Twilio's inbound MMS callback from shared/carriers (the
+// fixture every carrier test uses), so load tests send what Twilio sends.
+//
+//go:embed inbound.form
+var inboundForm string
+
+// Prepare builds n unique, correctly signed Twilio inbound callbacks (the
+// fixture with its message ids made unique), so that signing costs nothing
+// during the measured window.
 func Prepare(target, secret, prefix string, n int) []Callback {
+	base, err := url.ParseQuery(inboundForm)
+	if err != nil {
+		panic(err)
+	}
 	out := make([]Callback, n)
 	for i := range out {
-		f := url.Values{
-			"ToCountry": {"US"}, "ToState": {"CA"}, "NumMedia": {"0"}, "ToCity": {""}, "FromZip": {""},
-			"FromState": {"CA"}, "SmsStatus": {"received"}, "FromCity": {""}, "Body": {"Load test message, please ignore"},
-			"FromCountry": {"US"}, "To": {"+15555550199"}, "ToZip": {""}, "NumSegments": {"1"},
-			"AccountSid": {"AC00000000000000000000000000000001"}, "From": {"+15555550100"}, "ApiVersion": {"2010-04-01"},
+		f := url.Values{}
+		for k, v := range base {
+			f[k] = v
 		}
-		sid := fmt.Sprintf("SM%s%024d", prefix, i)
+		sid := fmt.Sprintf("MM%s%0*d", prefix, 32-len(prefix), i)
 		f.Set("MessageSid", sid)
 		f.Set("SmsSid", sid)
 		f.Set("SmsMessageSid", sid)
