@@ -21,8 +21,8 @@ import (
 	"github.com/switchboard-gw/switchboard/queue"
 )
 
-// OpenAPI is the OpenAPI 3.1 document of the admin API, served at
-// GET /admin/v1/openapi.yaml.
+// OpenAPI is the OpenAPI 3.1 document of the admin API and the pull API,
+// served at GET /admin/v1/openapi.yaml.
 //
 //go:embed openapi.yaml
 var OpenAPI []byte

@@ -35,7 +35,7 @@ const (
 // adminFixture is a running Server (both listeners, workers) on a real
 // redis-server, with two tenants: acme delivers every event to ok (always
 // 204) and to flaky (500 until told otherwise, two attempts, then dead);
-// globex delivers to app.
+// globex delivers to app and to inbox, a pull destination (token pullToken).
 type adminFixture struct {
 	srv      *Server
 	rs       *redistest.Server
@@ -141,10 +141,11 @@ tenants:
       tw: {carrier: twilio, secret: %s}
     destinations:
       app: {url: %q, secret: %s}
+      inbox: {type: pull, token: %s}
     routes:
-      - to: [app]
+      - to: [app, inbox]
 `, rootToken, f.rs.URL(), acmeToken, token, f.ok.URL, destSecret, f.flaky.URL, destSecret,
-		globexToken, token, app.URL, destSecret), f.log)
+		globexToken, token, app.URL, destSecret, pullToken), f.log)
 	return f
 }
 
@@ -551,7 +552,7 @@ func TestAdminAPI(t *testing.T) {
 		f.bodiesMu.Lock()
 		all := strings.Join(f.bodies, "\n")
 		f.bodiesMu.Unlock()
-		for _, s := range []string{rootToken, acmeToken, globexToken, token, destSecret, f.ok.URL, f.flaky.URL} {
+		for _, s := range []string{rootToken, acmeToken, globexToken, token, destSecret, pullToken, f.ok.URL, f.flaky.URL} {
 			if strings.Contains(all, s) {
 				t.Errorf("an admin answer contains %q", s)
 			}
@@ -599,12 +600,17 @@ tenants:
 }
 
 // TestOpenAPIMatchesServer checks the OpenAPI document against the running
-// server: every documented path, method and status is produced by a real
-// request, and every case here is documented.
+// server, both listeners: every documented path, method and status is
+// produced by a real request to the listener the document names for that
+// path (its own servers, else the document's), and every case here is
+// documented.
 func TestOpenAPIMatchesServer(t *testing.T) {
 	var doc struct {
-		OpenAPI string                    `yaml:"openapi"`
-		Paths   map[string]map[string]any `yaml:"paths"`
+		OpenAPI string `yaml:"openapi"`
+		Servers []struct {
+			URL string `yaml:"url"`
+		} `yaml:"servers"`
+		Paths map[string]map[string]any `yaml:"paths"`
 	}
 	if err := yaml.Unmarshal(OpenAPI, &doc); err != nil {
 		t.Fatalf("openapi.yaml: %v", err)
@@ -612,7 +618,85 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 	if !strings.HasPrefix(doc.OpenAPI, "3.1") {
 		t.Errorf("openapi = %q, want 3.1.x", doc.OpenAPI)
 	}
+	if len(doc.Servers) == 0 {
+		t.Fatal("openapi.yaml names no server")
+	}
 	f := mustAdminFixture(t)
+
+	// The document's server URLs are the listeners' defaults.
+	listeners := map[string]string{
+		"http://127.0.0.1:9090": f.srv.AdminAddr,   // server.admin_listen
+		"http://127.0.0.1:8080": f.srv.IngressAddr, // server.listen
+	}
+	methods := []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+	addr := map[string]string{} // documented path → the listener it is served on
+	var documented []string
+	for path, item := range doc.Paths {
+		base := doc.Servers[0].URL
+		if ss, _ := item["servers"].([]any); len(ss) > 0 {
+			s, _ := ss[0].(map[string]any)
+			base, _ = s["url"].(string)
+		}
+		a, ok := listeners[base]
+		if !ok {
+			t.Errorf("%s: server %q is not a listener's default URL", path, base)
+			continue
+		}
+		if pull := strings.HasPrefix(path, "/v1/pull/"); pull != (a == f.srv.IngressAddr) {
+			t.Errorf("%s is documented on %s, not on the listener that serves it", path, base)
+		}
+		addr[path] = a
+		for method, op := range item {
+			if !slices.Contains(methods, method) {
+				continue
+			}
+			opMap, _ := op.(map[string]any)
+			responses, _ := opMap["responses"].(map[string]any)
+			if len(responses) == 0 {
+				t.Errorf("%s %s documents no responses", method, path)
+			}
+			for status := range responses {
+				documented = append(documented, strings.ToUpper(method)+" "+path+" "+status)
+			}
+		}
+	}
+
+	type call struct {
+		tok, path string
+		body      any
+	}
+	// do makes the request of case k ("METHOD path status") on the listener
+	// of its documented path. A stream's body is not read: its status and
+	// headers are the answer.
+	do := func(k string, c call) (int, http.Header, string) {
+		method, rest, _ := strings.Cut(k, " ")
+		path, _, _ := strings.Cut(rest, " ")
+		var rd io.Reader
+		if c.body != nil {
+			b, _ := json.Marshal(c.body)
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequest(method, "http://"+addr[path]+c.path, rd)
+		if err != nil {
+			t.Errorf("%s: %v", k, err)
+			return 0, nil, ""
+		}
+		if c.tok != "" {
+			req.Header.Set("Authorization", "Bearer "+c.tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v", k, err)
+			return 0, nil, ""
+		}
+		defer resp.Body.Close()
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			return resp.StatusCode, resp.Header, ""
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+
 	f.send(t, "acme", "SM00000000000000000000000000000c01", "openapi")
 	var dl struct {
 		Entries []map[string]any `json:"entries"`
@@ -623,12 +707,22 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 	})
 	evID := dl.Entries[0]["event_id"].(string)
 	since := time.Now().Add(-time.Hour).Format(time.RFC3339)
-
-	type call struct {
-		tok, path string
-		body      any
+	// A hand-out of globex's pull destination, for a real acknowledgement.
+	f.send(t, "globex", "SM00000000000000000000000000000c02", "pulled")
+	var pulled struct {
+		Events []struct {
+			Receipt string `json:"receipt"`
+		} `json:"events"`
 	}
+	const pollCase = "GET /v1/pull/{tenant}/{destination} 200"
+	if code, _, b := do(pollCase, call{pullToken, "/v1/pull/globex/inbox?max=1", nil}); code != http.StatusOK ||
+		json.Unmarshal([]byte(b), &pulled) != nil || len(pulled.Events) != 1 {
+		t.Fatalf("poll of globex's inbox = %d %s, want its one event", code, b)
+	}
+	receipts := map[string]any{"receipts": []string{pulled.Events[0].Receipt}}
+
 	ok := func(path string, body any) call { return call{rootToken, path, body} }
+	pull := func(path string, body any) call { return call{pullToken, path, body} }
 	cases := map[string]call{
 		"GET /admin/v1/openapi.yaml 200":                 ok("/admin/v1/openapi.yaml", nil),
 		"GET /admin/v1/openapi.yaml 401":                 {"", "/admin/v1/openapi.yaml", nil},
@@ -670,6 +764,15 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 		"GET /healthz 200":                               {"", "/healthz", nil},
 		"GET /readyz 200":                                {"", "/readyz", nil},
 		"GET /metrics 200":                               {"", "/metrics", nil},
+		pollCase:                                         pull("/v1/pull/globex/inbox?max=5&wait=10ms", nil),
+		"GET /v1/pull/{tenant}/{destination} 400":        pull("/v1/pull/globex/inbox?wait=31s", nil),
+		"GET /v1/pull/{tenant}/{destination} 401":        {globexToken, "/v1/pull/globex/inbox", nil}, // an admin token is not the pull token
+		"POST /v1/pull/{tenant}/{destination}/ack 200":   pull("/v1/pull/globex/inbox/ack", receipts),
+		"POST /v1/pull/{tenant}/{destination}/ack 400":   pull("/v1/pull/globex/inbox/ack", map[string]any{"receipts": "not a list"}),
+		"POST /v1/pull/{tenant}/{destination}/ack 401":   pull("/v1/pull/globex/app/ack", receipts), // a push destination
+		"GET /v1/pull/{tenant}/{destination}/stream 200": pull("/v1/pull/globex/inbox/stream?max=1", nil),
+		"GET /v1/pull/{tenant}/{destination}/stream 400": pull("/v1/pull/globex/inbox/stream?max=101", nil),
+		"GET /v1/pull/{tenant}/{destination}/stream 401": pull("/v1/pull/acme/inbox/stream", nil), // no such destination
 		"GET /admin/v1/tenants/{tenant}/stats 503":       ok("/admin/v1/tenants/acme/stats", nil),
 		"GET /admin/v1/tenants/{tenant}/dlq 503":         ok("/admin/v1/tenants/acme/dlq", nil),
 		"DELETE /admin/v1/tenants/{tenant}/dlq 503":      ok("/admin/v1/tenants/acme/dlq?all=true", nil),
@@ -678,22 +781,8 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 		"GET /admin/v1/tenants/{tenant}/events/{id} 503": ok("/admin/v1/tenants/acme/events/"+evID, nil),
 		"POST /admin/v1/tenants/{tenant}/recover 503":    ok("/admin/v1/tenants/acme/recover", map[string]any{"destination": "ok", "since": since}),
 		"GET /readyz 503":                                {"", "/readyz", nil},
-	}
-	var documented []string
-	for path, ops := range doc.Paths {
-		for method, op := range ops {
-			if method == "parameters" {
-				continue
-			}
-			opMap, _ := op.(map[string]any)
-			responses, _ := opMap["responses"].(map[string]any)
-			if len(responses) == 0 {
-				t.Errorf("%s %s documents no responses", method, path)
-			}
-			for status := range responses {
-				documented = append(documented, strings.ToUpper(method)+" "+path+" "+status)
-			}
-		}
+		"GET /v1/pull/{tenant}/{destination} 503":        pull("/v1/pull/globex/inbox", nil),
+		"POST /v1/pull/{tenant}/{destination}/ack 503":   pull("/v1/pull/globex/inbox/ack", receipts),
 	}
 	for k := range cases {
 		if !slices.Contains(documented, k) {
@@ -713,34 +802,21 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 			down = append(down, k)
 			continue
 		}
-		method, _, _ := strings.Cut(k, " ")
-		if code, b := f.do(t, c.tok, method, c.path, c.body); fmt.Sprint(code) != k[len(k)-3:] {
+		if code, h, b := do(k, c); fmt.Sprint(code) != k[len(k)-3:] {
 			t.Errorf("%s: got %d %s", k, code, b)
+		} else if code == http.StatusUnauthorized && h.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: no WWW-Authenticate header", k)
 		}
 	}
 	f.rs.Kill()
 	var wg sync.WaitGroup
 	for _, k := range down {
-		c := cases[k]
-		method, _, _ := strings.Cut(k, " ")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var rd io.Reader
-			if c.body != nil {
-				b, _ := json.Marshal(c.body)
-				rd = bytes.NewReader(b)
-			}
-			req, _ := http.NewRequest(method, "http://"+f.srv.AdminAddr+c.path, rd)
-			req.Header.Set("Authorization", "Bearer "+c.tok)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Errorf("%s: %v", k, err)
-				return
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-				t.Errorf("%s: got %d (Retry-After %q)", k, resp.StatusCode, resp.Header.Get("Retry-After"))
+			code, h, b := do(k, cases[k])
+			if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
+				t.Errorf("%s: got %d (Retry-After %q) %s", k, code, h.Get("Retry-After"), b)
 			}
 		}()
 	}

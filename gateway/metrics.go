@@ -208,8 +208,8 @@ func (g *Gateway) counted(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// queueCollector reads queue depths, ages and breaker states at scrape
-// time: one Stats script per tenant.
+// queueCollector reads queue depths, ages, breaker states and the stale
+// statuses dropped at scrape time: one Stats script per tenant.
 type queueCollector struct{ s *Server }
 
 var (
@@ -225,12 +225,15 @@ var (
 		"Dead letters of a destination.", []string{"tenant", "destination"}, nil)
 	descBreaker = prometheus.NewDesc("switchboard_breaker_state",
 		"Circuit breaker state of a destination: 0 closed, 1 half-open, 2 open.", []string{"tenant", "destination"}, nil)
+	descStale = prometheus.NewDesc("switchboard_stale_status_dropped_total",
+		"Status events not delivered to a drop_stale_status destination because a status as far along had been delivered for their message. "+
+			"Counted in Redis: every instance reports the tenant's total.", []string{"tenant", "destination"}, nil)
 	descStoreUp = prometheus.NewDesc("switchboard_store_up",
 		"1 if this scrape could read the queue numbers from Redis, else 0.", nil, nil)
 )
 
 func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueDepth, descInFlight, descRetryDepth, descOldest, descDLQDepth, descBreaker, descStoreUp} {
+	for _, d := range []*prometheus.Desc{descQueueDepth, descInFlight, descRetryDepth, descOldest, descDLQDepth, descBreaker, descStale, descStoreUp} {
 		ch <- d
 	}
 }
@@ -269,6 +272,11 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRetryDepth, prometheus.GaugeValue, float64(v.Retrying), tid, d)
 			ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, v.Oldest.Seconds(), tid, d)
 			ch <- prometheus.MustNewConstMetric(descDLQDepth, prometheus.GaugeValue, float64(v.Dead), tid, d)
+			// Only where statuses can be dropped (or were, before a reload
+			// turned it off): a zero for every destination would be noise.
+			if dc := t.Destinations[d]; v.Stale > 0 || (dc != nil && dc.DropStaleStatus) {
+				ch <- prometheus.MustNewConstMetric(descStale, prometheus.CounterValue, float64(v.Stale), tid, d)
+			}
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, up)

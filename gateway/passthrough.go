@@ -97,15 +97,23 @@ func (a *passAnswer) reply(h http.Header) carrier.Response {
 
 // passthrough makes the pass-through attempt for a callback whose events
 // were routed into entries (the pass-through destination among them, see
-// withPassthrough). It takes that destination out of the event's entry: the
-// attempt delivered it, or its failure is stored now (retry set or
-// dead-letter stream, attempt 1 spent). It returns the app's answer when
-// the carrier should get it, nil when the carrier gets its usual
-// acknowledgement. An error means the store is unavailable: answer 503.
-func (g *Gateway) passthrough(r *http.Request, log *slog.Logger, t *tenant, s *source, events []switchboard.Event, entries []*queue.Entry, start time.Time) (*passAnswer, error) {
+// withPassthrough). It moves that destination from the event entry's
+// Destinations to its Attempted: the attempt delivered it, or its failure
+// is stored now (retry set or dead-letter stream, attempt 1 spent), so it
+// gets no job, but the history lists it and recover re-sends to it. It
+// returns the app's answer when the carrier should get it, nil when the
+// carrier gets its usual acknowledgement. An error means the store is
+// unavailable: answer 503.
+//
+// report, never nil, must be called once the entries' enqueue is over
+// (whatever its result): it completes the breaker's step and reports the
+// attempt to the worker's Observe hook (metrics, trace, history), whose
+// history record is dropped unless the event's history was written first.
+func (g *Gateway) passthrough(r *http.Request, log *slog.Logger, t *tenant, s *source, events []switchboard.Event, entries []*queue.Entry, start time.Time) (ans *passAnswer, report func(), err error) {
+	report = func() {}
 	pt := s.cfg.Passthrough
 	if pt == nil {
-		return nil, nil
+		return nil, report, nil
 	}
 	tid, dest := t.cfg.ID, pt.Destination
 	log = log.With("destination", dest, "passthrough", true)
@@ -113,7 +121,7 @@ func (g *Gateway) passthrough(r *http.Request, log *slog.Logger, t *tenant, s *s
 		if len(events) > 1 {
 			log.Info("pass-through skipped: the callback holds several events; they are queued for the destination")
 		}
-		return nil, nil
+		return nil, report, nil
 	}
 	var entry *queue.Entry
 	for _, e := range entries {
@@ -123,18 +131,18 @@ func (g *Gateway) passthrough(r *http.Request, log *slog.Logger, t *tenant, s *s
 	}
 	d := t.cfg.Destinations[dest]
 	if entry == nil || d == nil || d.IsPull() {
-		return nil, nil
+		return nil, report, nil
 	}
 	ctx := r.Context()
 	if dup, err := g.store.Seen(ctx, tid, entry.DedupKey); err != nil || dup {
-		return nil, err // a carrier's retry: the app had it (or has it queued)
+		return nil, report, err // a carrier's retry: the app had it (or has it queued)
 	}
 	var done delivery.PassthroughDone
 	if g.pass.allow != nil {
 		var ok bool
 		if done, ok = g.pass.allow(tid, dest); !ok {
 			log.Warn("pass-through skipped: the destination's breaker is open; the event is queued for it", "event_id", entry.EventID)
-			return nil, nil
+			return nil, report, nil
 		}
 	}
 
@@ -150,19 +158,15 @@ func (g *Gateway) passthrough(r *http.Request, log *slog.Logger, t *tenant, s *s
 		dec = delivery.Next(o, 1, d.Retry, start, now, rand.Float64)
 	}
 	if done != nil {
-		done(job, o, dec, latency)
+		report = func() { done(job, o, dec, latency) }
 	}
 
 	// The destination gets the event once: by this attempt, or from the
-	// retry set (or dead-letter stream), never also from its stream.
+	// retry set (or dead-letter stream), never also from its stream. It
+	// stays routed in the history (with the raw callback, when its format
+	// needs it), so that recover re-sends to it.
 	entry.Destinations = slices.DeleteFunc(slices.Clone(entry.Destinations), func(s string) bool { return s == dest })
-	if slices.Contains(entry.RawFor, dest) {
-		entry.RawFor = slices.DeleteFunc(slices.Clone(entry.RawFor), func(s string) bool { return s == dest })
-		if len(entry.RawFor) == 0 {
-			entry.Raw = nil
-		}
-	}
-	var err error
+	entry.Attempted = append(slices.Clip(entry.Attempted), dest)
 	switch dec.Action {
 	case delivery.RetryLater:
 		err = g.store.Schedule(ctx, job, 1, dec.At, o.Err)
@@ -177,12 +181,12 @@ func (g *Gateway) passthrough(r *http.Request, log *slog.Logger, t *tenant, s *s
 	log.Log(ctx, level, "delivery attempt", "event_id", job.EventID, "attempt", 1, "status", o.Status,
 		"latency_ms", latency.Milliseconds(), "outcome", outcome, "error", o.Err)
 	if err != nil {
-		return nil, err
+		return nil, report, err
 	}
 	if dec.Action != delivery.Ack {
-		return nil, nil
+		return nil, report, nil
 	}
-	return ans, nil
+	return ans, report, nil
 }
 
 var (

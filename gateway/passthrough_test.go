@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,13 @@ func (a *legacyApp) requests() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.got)
+}
+
+// webhookID is the webhook-id of the i-th request the app got.
+func (a *legacyApp) webhookID(i int) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.got[i].Header.Get(webhook.HeaderID)
 }
 
 type passFixture struct {
@@ -143,6 +151,16 @@ func (f *passFixture) count(t *testing.T, kind, key string) int64 {
 	return n
 }
 
+// routedInHistory checks that the event's history lists legacy (the
+// pass-through destination) as routed, beside crm: recover re-sends to it.
+func (f *passFixture) routedInHistory(t *testing.T, eventID string) {
+	t.Helper()
+	h, ok, err := queue.New(f.rdb).History(context.Background(), "acme", eventID)
+	if err != nil || !ok || !slices.Equal(h.Destinations, []string{"crm", "legacy"}) {
+		t.Errorf("history of %s = %v (found %v, %v), want destinations [crm legacy]", eventID, h.Destinations, ok, err)
+	}
+}
+
 func TestPassthroughAnswersWithTheApp(t *testing.T) {
 	app := newLegacyApp(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "text/xml")
@@ -174,6 +192,7 @@ func TestPassthroughAnswersWithTheApp(t *testing.T) {
 	if n := f.count(t, "stream", "sb:{acme}:d:legacy") + f.count(t, "zset", "sb:{acme}:retry"); n != 0 {
 		t.Errorf("legacy jobs queued = %d, want 0: it was delivered", n)
 	}
+	f.routedInHistory(t, app.webhookID(0))
 	// The carrier's retry of the same callback is not forwarded again.
 	resp, body, _ = f.inbound(t, "SM000000000000000000000000000000p1")
 	if resp.StatusCode != http.StatusOK || !strings.HasSuffix(body, "<Response></Response>") || app.requests() != 1 {
@@ -216,6 +235,7 @@ func TestPassthroughFailureQueuesTheEvent(t *testing.T) {
 			if n := f.count(t, "stream", "sb:{acme}:d:legacy"); n != 0 {
 				t.Errorf("legacy stream = %d, want 0 (its attempt 1 is spent)", n)
 			}
+			f.routedInHistory(t, app.webhookID(0))
 			if c.retry > 0 {
 				m, _ := f.rdb.ZRangeWithScores(context.Background(), "sb:{acme}:retry", 0, 0).Result()
 				if due := time.UnixMilli(int64(m[0].Score)); time.Until(due) < 25*time.Second {

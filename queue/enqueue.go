@@ -23,10 +23,17 @@ type Entry struct {
 	Raw    []byte
 	RawFor []string
 	// Destinations each get one job; list each destination once. An entry
-	// without destinations only records its dedup key.
+	// without destinations (or Attempted) only records its dedup key.
 	Destinations []string
-	TraceParent  string    // W3C traceparent; empty if none
-	Now          time.Time // when the event arrived; zero means time.Now()
+	// Attempted are destinations the event is routed to whose first attempt
+	// was made before the enqueue (a pass-through): they get no job here —
+	// the attempt delivered the event, or its failure is already in the
+	// retry set or dead-letter stream — but the history records them as
+	// routed (with Raw, if in RawFor), so Recover re-sends to them. Do not
+	// list one in Destinations too.
+	Attempted   []string
+	TraceParent string    // W3C traceparent; empty if none
+	Now         time.Time // when the event arrived; zero means time.Now()
 	// History, when positive, also keeps the event in the tenant's history
 	// (see history.go) for that long, in the same round trip; a duplicate is
 	// not recorded.
@@ -64,12 +71,12 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 		if e == nil || !validTenant(e.Tenant) || e.EventID == "" {
 			return nil, fmt.Errorf("queue enqueue: entry %d: a tenant (without braces) and an event id are required", i)
 		}
-		if slices.Contains(e.Destinations, "") {
+		if slices.Contains(e.Destinations, "") || slices.Contains(e.Attempted, "") {
 			return nil, fmt.Errorf("queue enqueue: entry %d: empty destination", i)
 		}
 		keys, args := enqueueArgs(e, ttlMS)
 		calls = append(calls, call{enqueueScript, keys, args, i, false})
-		if e.History > 0 && len(e.Destinations) > 0 {
+		if e.History > 0 && len(e.Destinations)+len(e.Attempted) > 0 {
 			keys, args := historyArgs(e)
 			calls = append(calls, call{historyScript, keys, args, i, true})
 		}

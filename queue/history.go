@@ -80,7 +80,11 @@ func historyArgs(e *Entry) ([]string, []any) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	keys := make([]string, 0, len(e.Destinations)+3)
+	routed := e.Destinations // with those attempted before the enqueue
+	if len(e.Attempted) > 0 {
+		routed = append(slices.Clip(e.Destinations), e.Attempted...)
+	}
+	keys := make([]string, 0, len(routed)+3)
 	keys = append(keys, historyKey(e.Tenant, e.EventID))
 	hasSeen, hasMsg := "0", "0"
 	if e.DedupKey != "" {
@@ -91,13 +95,13 @@ func historyArgs(e *Entry) ([]string, []any) {
 		keys = append(keys, messageKey(e.Tenant, e.MessageID))
 		hasMsg = "1"
 	}
-	for _, d := range e.Destinations {
+	for _, d := range routed {
 		keys = append(keys, destIndexKey(e.Tenant, d))
 	}
 	var raw []byte
 	var rawFor []string
 	if len(e.Raw) > 0 {
-		for _, d := range e.Destinations {
+		for _, d := range routed {
 			if slices.Contains(e.RawFor, d) {
 				rawFor = append(rawFor, d)
 			}
@@ -109,7 +113,7 @@ func historyArgs(e *Entry) ([]string, []any) {
 	ret := max(e.History.Milliseconds(), 1)
 	args := []any{
 		e.EventID, strconv.FormatInt(ret, 10), millis(now), hasSeen, hasMsg,
-		e.Event, strings.Join(e.Destinations, " "), raw, strings.Join(rawFor, " "),
+		e.Event, strings.Join(routed, " "), raw, strings.Join(rawFor, " "),
 		e.TraceParent, strconv.FormatInt(now.UnixMilli()-ret, 10),
 	}
 	return keys, args

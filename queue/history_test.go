@@ -84,6 +84,53 @@ func TestHistoryWrittenWithEnqueue(t *testing.T) {
 	})
 }
 
+// TestHistoryListsAttempted: a destination attempted before the enqueue (a
+// pass-through) gets no job, but the history lists it as routed, with the
+// raw callback it needs, and Recover re-sends to it — also when it was the
+// event's only destination.
+func TestHistoryListsAttempted(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+		both := historyEntry(1, at, "SM1", "crm")
+		both.Attempted = []string{"legacy"}
+		both.Raw, both.RawFor = []byte("raw\x00"), []string{"legacy"}
+		only := historyEntry(2, at, "SM2")
+		only.Attempted = []string{"legacy"}
+		mustEnqueue(t, s, both, only)
+		if n := xlen(t, rdb, streamKey(tenant, "legacy")); n != 0 {
+			t.Errorf("legacy's stream holds %d jobs, want none: its attempt was made", n)
+		}
+		if n := xlen(t, rdb, streamKey(tenant, "crm")); n != 1 {
+			t.Errorf("crm's stream holds %d jobs, want 1", n)
+		}
+		for id, want := range map[string][]string{"evt_0001": {"crm", "legacy"}, "evt_0002": {"legacy"}} {
+			h, ok, err := s.History(ctx, tenant, id)
+			if err != nil || !ok || !slices.Equal(h.Destinations, want) {
+				t.Errorf("history of %s = %+v, %v, %v; want destinations %v", id, h.Destinations, ok, err, want)
+			}
+		}
+		if evs, err := s.HistoryByMessage(ctx, tenant, "SM2"); err != nil || len(evs) != 1 {
+			t.Errorf("HistoryByMessage(SM2) = %d events, %v; want the pass-through-only event", len(evs), err)
+		}
+
+		n, err := s.Recover(ctx, tenant, "legacy", at, at, time.Now())
+		if err != nil || n != 2 {
+			t.Fatalf("Recover legacy = %d, %v; want 2", n, err)
+		}
+		jobs := mustRead(t, s, "c1", map[string]int{"legacy": 10})
+		if got := eventIDs(jobs); !slices.Equal(got, []string{"evt_0001", "evt_0002"}) {
+			t.Fatalf("recovered %v, want evt_0001 and evt_0002", got)
+		}
+		for _, j := range jobs {
+			if want := map[string]string{"evt_0001": "raw\x00"}[j.EventID]; string(j.Raw) != want {
+				t.Errorf("recovered %s raw = %q, want %q", j.EventID, j.Raw, want)
+			}
+		}
+	})
+}
+
 func TestHistoryAttempts(t *testing.T) {
 	t.Parallel()
 	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {

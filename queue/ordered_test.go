@@ -123,6 +123,9 @@ func TestDropStaleAndBuryHeld(t *testing.T) {
 		if err != nil || got["crm"] != 2 {
 			t.Fatalf("StaleDropped = %v, %v; want crm: 2", got, err)
 		}
+		if st, err := s.Stats(ctx, tenant, []string{"crm"}, time.Now()); err != nil || st["crm"].Stale != 2 {
+			t.Fatalf("Stats[crm].Stale = %v, %v; want 2", st["crm"].Stale, err)
+		}
 		if n := pending(t, rdb, streamKey(tenant, "crm")); n != 1 {
 			t.Errorf("pending = %d, want 1", n)
 		}

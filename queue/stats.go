@@ -25,11 +25,16 @@ type Stats struct {
 	// promotion from the retry set, release, replay), not from the event's
 	// arrival at the gateway.
 	Oldest time.Duration
+	// Stale counts the status jobs dropped undelivered because they were
+	// stale (drop_stale_status, see DropStale): a running total since the
+	// tenant's counters began, never decreasing.
+	Stale int64
 }
 
 // Stats returns the numbers of each of dests of tenant at now, read in one
-// atomic script call. Every destination of dests is in the map; Retrying and
-// Dead are also reported for destinations not in dests that have any.
+// atomic script call. Every destination of dests is in the map; Retrying,
+// Dead and Stale are also reported for destinations not in dests that have
+// any.
 // Errors wrap switchboard.ErrUnavailable.
 func (s *Store) Stats(ctx context.Context, tenant string, dests []string, now time.Time) (map[string]Stats, error) {
 	keys := make([]string, 0, len(dests)+1)
@@ -70,6 +75,8 @@ func (s *Store) Stats(ctx context.Context, tenant string, dests []string, now ti
 			st.Retrying = n
 		case "x":
 			st.Dead = n
+		case "s":
+			st.Stale = n
 		default:
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -535,6 +536,116 @@ func TestLegacyPassthroughBreakerOpen(t *testing.T) {
 	}
 }
 
+// TestLegacyPassthroughHistory: an event passed through is in the history
+// with the pass-through destination among its routed destinations and its
+// attempt 1 — also when no route took it — and recovering that destination
+// re-sends it with its original webhook-id.
+func TestLegacyPassthroughHistory(t *testing.T) {
+	rs := redistest.Start(t)
+	app := newLegacyTwilioApp(t, func(text, attempt string) (int, time.Duration) { return http.StatusOK, 0 })
+	crm := newDestination(t, nil)
+	g := startGateway(t, fmt.Sprintf(`
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0", admin_token: %s}
+redis: {url: %q}
+delivery: {allow_private_networks: true}
+tenants:
+  acme:
+    sources:
+      tw:
+        carrier: twilio
+        secret: %s
+        passthrough: {destination: legacy, timeout: 1s}
+    destinations:
+      legacy:
+        url: %s/sms
+        secret: %s
+        format: twilio
+        twilio_auth_token: %s
+      crm: {url: %q, secret: %s}
+    routes:
+      - match: {text: "^crm"}
+        to: [crm]
+`, operateRootToken, rs.URL(), twilioToken, app.URL, demoSecret, legacyAuthToken, crm.URL, demoSecret))
+	hook := g.hookURL("acme", "tw")
+	since := time.Now().Add(-time.Second)
+	cases := []struct{ text, sid, routed string }{
+		{"crm too", "SM000000000000000000000000000000m1", "crm legacy"},
+		{"only the app", "SM000000000000000000000000000000m2", "legacy"}, // no route: pass-through only
+	}
+	for _, c := range cases {
+		if code, body, _ := sendTwilio(t, hook, c.text, c.sid); code != http.StatusOK || body != fmt.Sprintf(twimlReply, c.text) {
+			t.Fatalf("carrier got %d %q, want the app's TwiML", code, body)
+		}
+	}
+	if e := event(t, crm.next(t, 10*time.Second)); e.Data.Text != "crm too" {
+		t.Fatalf("crm got %q", e.Data.Text)
+	}
+
+	type attempt struct {
+		Destination string `json:"destination"`
+		Attempt     int    `json:"attempt"`
+		StatusCode  int    `json:"status_code"`
+		Outcome     string `json:"outcome"`
+	}
+	type historyEvent struct {
+		ID           string    `json:"id"`
+		Destinations []string  `json:"destinations"`
+		Attempts     []attempt `json:"attempts"`
+	}
+	var ids []string
+	for _, c := range cases {
+		var found struct {
+			Events []historyEvent `json:"events"`
+		}
+		waitFor(t, 10*time.Second, "the pass-through attempt in the history of "+c.text, func() bool {
+			adminGet(t, g, "/admin/v1/tenants/acme/events?message_id="+c.sid, &found)
+			return len(found.Events) == 1 && slices.ContainsFunc(found.Events[0].Attempts,
+				func(a attempt) bool { return a.Destination == "legacy" })
+		})
+		var ev historyEvent
+		adminGet(t, g, "/admin/v1/tenants/acme/events/"+found.Events[0].ID, &ev)
+		if strings.Join(ev.Destinations, " ") != c.routed {
+			t.Errorf("%s: destinations = %v, want %s", c.text, ev.Destinations, c.routed)
+		}
+		for _, a := range ev.Attempts {
+			if a.Destination == "legacy" && (a.Attempt != 1 || a.StatusCode != 200 || a.Outcome != "delivered") {
+				t.Errorf("%s: legacy attempt = %+v, want attempt 1, 200, delivered", c.text, a)
+			}
+		}
+		ids = append(ids, ev.ID)
+	}
+
+	// The app lost its data: recovering legacy re-sends both, from the
+	// queue, with their original webhook-ids and a fresh attempt budget.
+	b, _ := json.Marshal(map[string]string{"destination": "legacy", "since": since.Format(time.RFC3339Nano)})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+g.Admin+"/admin/v1/tenants/acme/recover", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+operateRootToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(answer)) != `{"replayed":2}` {
+		t.Fatalf("recover legacy = %d %s, want 2 replayed", resp.StatusCode, answer)
+	}
+	waitFor(t, 10*time.Second, "the recovered events at the app", func() bool {
+		bodies, _ := app.received()
+		return len(bodies) == 4
+	})
+	app.mu.Lock()
+	var again []string
+	for i, f := range app.got[2:] {
+		again = append(again, f.Get("Body")+"/"+app.hdrs[2+i].Get("Switchboard-Attempt")+"/"+app.hdrs[2+i].Get("webhook-id"))
+	}
+	app.mu.Unlock()
+	slices.Sort(again)
+	want := []string{"crm too/1/" + ids[0], "only the app/1/" + ids[1]}
+	if !slices.Equal(again, want) {
+		t.Errorf("recovered deliveries = %v, want %v", again, want)
+	}
+}
+
 func TestLegacyCheckRejectsSlowPassthrough(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "sb.yaml")
@@ -650,6 +761,10 @@ tenants:
 	})
 
 	t.Run("a status that goes backwards is not delivered", func(t *testing.T) {
+		const staleSeries = `switchboard_stale_status_dropped_total{destination="app",tenant="acme"}`
+		if v, ok := scrape(t, g)[staleSeries]; !ok || v != 0 {
+			t.Fatalf("before any stale status: %s = %v (exposed %v), want 0", staleSeries, v, ok)
+		}
 		st := func(status string) {
 			t.Helper()
 			m := carrier.SimMessage{From: us, To: alice, Status: status, MessageID: "SM000000000000000000000000000000k1"}
@@ -671,5 +786,9 @@ tenants:
 		waitFor(t, 5*time.Second, "the stale status to be logged", func() bool {
 			return strings.Contains(g.log.String(), "stale status dropped")
 		})
+		// Counted before it was logged (one Lua script drops and counts it).
+		if v := scrape(t, g)[staleSeries]; v != 1 {
+			t.Errorf("%s = %v after one stale status, want 1", staleSeries, v)
+		}
 	})
 }
