@@ -1,6 +1,7 @@
 package policy
 
 import (
+	switchboard "github.com/switchboard-gw/switchboard"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,68 @@ func FuzzLoad(f *testing.F) {
 			if e.File != p || e.Path == "" || !strings.Contains(e.Error(), p+":") {
 				t.Fatalf("error not located: %q", e.Error())
 			}
+		}
+	})
+}
+
+// routeFuzzYAML exercises every kind of condition: globs, a regular
+// expression, statuses, CEL over nested fields, continue.
+const routeFuzzYAML = `
+tenants:
+  acme:
+    destinations:
+      a: {url: "https://a.example.com", secret: ` + secret + `}
+      b: {url: "https://b.example.com", secret: ` + secret + `}
+      c: {url: "https://c.example.com", secret: ` + secret + `}
+    routes:
+      - match: {from: ["+447*", "*99"], text: "(?i)^stop$|unsubscribe"}
+        to: [a]
+        continue: true
+      - match: {types: [message.status], statuses: [failed, undelivered]}
+        when: 'event.data.error.code.startsWith("300") || size(event.data.text) > 3'
+        to: [b]
+      - when: 'event.data.media.exists(m, m.content_type == "image/png") && event.carrier == "twilio"'
+        to: [c]
+      - to: [a, b]
+`
+
+// FuzzRoute: the route matcher never panics on any event, and returns only
+// configured destinations, each once.
+func FuzzRoute(f *testing.F) {
+	f.Add("message.received", "twilio", "+447700900123", "+15555550199", "STOP", "", "", "image/png")
+	f.Add("message.status", "vonage-sms", "12345", "+15555550100", "", "failed", "30003", "")
+	f.Add("", "", "", "", "\xff\xfe", "x", "", "")
+	f.Add("message.status", "telnyx", "*", "**", "unsubscribe me", "undelivered", "3", "image/jpeg")
+	dir := f.TempDir()
+	p := filepath.Join(dir, "routes.yaml")
+	if err := os.WriteFile(p, []byte(routeFuzzYAML), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	cfg, err := LoadEnv(p, env(nil))
+	if err != nil {
+		f.Fatal(err)
+	}
+	acme := cfg.Tenants["acme"]
+	f.Fuzz(func(t *testing.T, typ, carrierName, from, to, text, status, code, media string) {
+		e := &switchboard.Event{Type: typ, Carrier: carrierName, Data: switchboard.EventData{
+			From: from, To: to, Text: text, Status: status,
+		}}
+		if code != "" {
+			e.Data.Error = &switchboard.Error{Code: code}
+		}
+		if media != "" {
+			e.Data.Media = []switchboard.Media{{URL: "https://m.example.com/1", ContentType: media}}
+		}
+		got := acme.Route(e)
+		seen := map[string]bool{}
+		for _, d := range got {
+			if acme.Destinations[d] == nil || seen[d] {
+				t.Fatalf("Route = %v: unknown or repeated destination", got)
+			}
+			seen[d] = true
+		}
+		if len(got) == 0 {
+			t.Fatalf("Route = nil, but the last route takes everything")
 		}
 	})
 }

@@ -1,6 +1,9 @@
 package test
 
 import (
+	"fmt"
+
+	"github.com/switchboard-gw/switchboard/queue/redistest"
 	"net"
 	"os"
 	"os/exec"
@@ -117,5 +120,38 @@ func TestCheck(t *testing.T) {
 	out, _, code = runCLI(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "switchboard ") {
 		t.Errorf("version: exit %d, %q", code, out)
+	}
+}
+
+// TestSimulateStatusDirection: a simulated status callback is from our
+// number to the customer, the other way round from an inbound message.
+func TestSimulateStatusDirection(t *testing.T) {
+	rs := redistest.Start(t)
+	dest := newDestination(t, nil)
+	g := startGateway(t, fmt.Sprintf(`
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: %q}
+delivery: {allow_private_networks: true}
+tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: %s}
+    destinations:
+      app: {url: %q, secret: %s}
+    routes:
+      - to: [app]
+`, rs.URL(), twilioToken, dest.URL, demoSecret))
+	for _, kind := range []string{"inbound", "status"} {
+		if _, errOut, code := runCLI(t, "simulate", "--url", g.hookURL("acme", "tw"), "--carrier", "twilio", "--secret", twilioToken, "--kind", kind); code != 0 {
+			t.Fatalf("simulate %s: exit %d: %s", kind, code, errOut)
+		}
+		e := event(t, dest.next(t, 10*time.Second))
+		from, to := "+15555550100", "+15555550199"
+		if kind == "status" {
+			from, to = to, from
+		}
+		if e.Data.From != from || e.Data.To != to {
+			t.Errorf("%s: from %s to %s, want from %s to %s", kind, e.Data.From, e.Data.To, from, to)
+		}
 	}
 }

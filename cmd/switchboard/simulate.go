@@ -27,8 +27,8 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Prefix, "prefix", "", "hmac: signature `prefix`")
 	kind := fs.String("kind", "inbound", "`kind` of callback: inbound or status")
 	var m carrier.SimMessage
-	fs.StringVar(&m.From, "from", "+15555550100", "sender `number`")
-	fs.StringVar(&m.To, "to", "+15555550199", "recipient `number`")
+	fs.StringVar(&m.From, "from", "", "sender `number` (default: the customer +15555550100 for inbound, our number +15555550199 for status)")
+	fs.StringVar(&m.To, "to", "", "recipient `number` (default: our number for inbound, the customer for status)")
 	fs.StringVar(&m.Text, "text", "Hello from switchboard simulate", "message `text` (inbound)")
 	fs.StringVar(&m.Status, "status", "delivered", "carrier `status` word (status callbacks)")
 	fs.StringVar(&m.MessageID, "message-id", "", "carrier message `id` (default: random, so repeats are not deduplicated)")
