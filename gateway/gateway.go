@@ -172,6 +172,15 @@ func BuildCarriers(cfg *policy.Config, add func(tenant, source string, c carrier
 	return nil
 }
 
+// snsHTTPClient, when not nil, is the client aws-sns sources fetch signing
+// certificates and confirm subscriptions with (carrier.Config.HTTPClient);
+// nil means the carrier's own default client. Only this package's tests set
+// it, to stand a local TLS server in for Amazon SNS. It is deliberately not
+// in policy.Source: no configuration can redirect those fetches, and the
+// carrier checks every URL it fetches (https on an SNS host; for a
+// certificate also no port and .pem) whatever client does the fetching.
+var snsHTTPClient *http.Client
+
 func carrierConfig(s *policy.Source) (carrier.Config, error) {
 	c := carrier.Config{
 		Carrier:         s.Carrier,
@@ -188,6 +197,7 @@ func carrierConfig(s *policy.Source) (carrier.Config, error) {
 		Encoding:        s.Encoding,
 		Prefix:          s.Prefix,
 		ReplayWindow:    s.ReplayWindow.D(),
+		HTTPClient:      snsHTTPClient,
 	}
 	for _, a := range s.AllowedIPs {
 		p, err := policy.ParsePrefix(a)

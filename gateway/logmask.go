@@ -95,7 +95,7 @@ func MaskNumbers(s string) string {
 		switch {
 		case plus && len(run) >= 8 && len(run) <= 15 && !after:
 			b.WriteString(maskDigits(run))
-		case !plus && len(run) >= 10 && len(run) <= 15 && !before && !after:
+		case !plus && len(run) >= 10 && len(run) <= 15 && !before && !after && !arnAccount(s, i, j):
 			b.WriteString(maskDigits(run))
 		default:
 			b.WriteString(run)
@@ -128,6 +128,20 @@ func hasLongDigitRun(s string) bool {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// arnAccount reports whether s[i:j] is the account field of an AWS ARN,
+// arn:partition:service:region:account:resource (an SNS topic, which an
+// SNS SubscribeURL logged for the operator to open holds unescaped): a
+// 12-digit account id there is no phone number, and masking it would leave
+// a URL that cannot be used.
+func arnAccount(s string, i, j int) bool {
+	if j-i != 12 || i == 0 || s[i-1] != ':' || j >= len(s) || s[j] != ':' {
+		return false
+	}
+	k := strings.LastIndex(s[:i], "arn:")
+	return k >= 0 && (k == 0 || !isJoiner(s[k-1])) &&
+		strings.Count(s[k:i], ":") == 4 && !strings.ContainsAny(s[k:i], " \t\n&=?/+")
+}
 
 // isJoiner: a character that makes a digit run part of something larger
 // than a phone number (a word, an id, a stream entry id); a '.' does when

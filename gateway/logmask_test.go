@@ -21,6 +21,15 @@ func TestMaskNumbers(t *testing.T) {
 		{"entry 1732700000000-0", "entry 1732700000000-0"},
 		{"SM0123456789abcdef0123456789abcdef", "SM0123456789abcdef0123456789abcdef"},
 		{"took 1234567890123456789 ns", "took 1234567890123456789 ns"},
+		// An AWS account id inside an ARN is kept (a logged SNS SubscribeURL
+		// must stay usable); the same digits elsewhere are not.
+		{"topic arn:aws:sns:us-east-1:111122223333:sms-events", "topic arn:aws:sns:us-east-1:111122223333:sms-events"},
+		{"https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws-cn:sns:cn-north-1:111122223333:t&Token=ab",
+			"https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws-cn:sns:cn-north-1:111122223333:t&Token=ab"},
+		{"tel:447700900123:x", "tel:4477***0123:x"},
+		{"arn:aws:sns:us-east-1:447700900123", "arn:aws:sns:us-east-1:4477***0123"},
+		{"arn:aws:sns:us-east-1:x:447700900123:t", "arn:aws:sns:us-east-1:x:4477***0123:t"},
+		{"arn:aws:sns:us-east-1:15555550100:t", "arn:aws:sns:us-east-1:1555***0100:t"},
 		{"", ""},
 	} {
 		if got := MaskNumbers(tc.in); got != tc.want {

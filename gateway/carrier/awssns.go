@@ -380,3 +380,14 @@ func (c *SNS) Reply(*Request, []switchboard.Event) Response { return replyOK() }
 func (c *SNS) simulate(string, SimMessage, string, time.Time) (*http.Request, error) {
 	return nil, errors.New("SNS messages are signed with Amazon's private key and cannot be forged; publish a test message to the topic instead (aws sns publish)")
 }
+
+// SNSStringToSign returns the string SNS signs for body, an SNS message's
+// JSON envelope (its Signature is ignored): for tests that stand in for SNS
+// and sign messages with their own key and certificate.
+func SNSStringToSign(body []byte) ([]byte, error) {
+	var e snsEnvelope
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("aws-sns: body is not an SNS message: %w", err)
+	}
+	return e.canonical(), nil
+}

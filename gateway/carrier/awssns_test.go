@@ -92,6 +92,26 @@ func TestSNS(t *testing.T) {
 	}
 }
 
+// TestSNSStringToSign: the exported helper tests sign with is the
+// canonical string Verify checks, byte for byte (the fixtures' vectors).
+func TestSNSStringToSign(t *testing.T) {
+	for kind, want := range map[string]string{
+		"inbound": "48e3d868a1ca4d74ad514319b7d7e59568a6aa9e8bcba13414ba1c432f3d7666",
+		"status":  "8de1bb2fbb0f1676510c1c3dad2f6db861eb58418e1a960b121333a1b6a8375c",
+	} {
+		got, err := SNSStringToSign(loadFixture(t, "aws-sns", kind).Body)
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		if sum := sha256.Sum256(got); hex.EncodeToString(sum[:]) != want {
+			t.Errorf("%s: SHA-256 of SNSStringToSign = %x, want %s", kind, sum, want)
+		}
+	}
+	if _, err := SNSStringToSign([]byte("not json")); err == nil {
+		t.Error("SNSStringToSign(not json) = nil error")
+	}
+}
+
 func TestSNSVectors(t *testing.T) {
 	stub := newSNSStub(t)
 	c := mustNew(t, snsCfg(stub))
