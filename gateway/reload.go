@@ -40,6 +40,7 @@ func (s *Server) worker(tid string) *delivery.Worker {
 func (s *Server) newWorker(tid string, t *policy.Tenant) *delivery.Worker {
 	return &delivery.Worker{
 		Store: s.store, Tenant: t, Client: s.client, Consumer: s.consumer,
+		Acker:       s.acker,
 		Log:         s.log,
 		Observe:     s.observe(tid),
 		RateLimited: func(dest string) { s.metrics.rateLimited(tid, dest) },

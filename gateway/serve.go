@@ -35,6 +35,8 @@ type Server struct {
 	tracing *tracing
 	// attempts writes delivery attempts to the event history in batches.
 	attempts *queue.AttemptLog
+	// acker acknowledges delivered jobs in shared pipelines.
+	acker *queue.Acker
 
 	// Delivery workers, one per tenant; mu guards them (Reload adds and
 	// removes tenants while serving).
@@ -92,6 +94,7 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 	ropts.MaxActiveConns = ropts.PoolSize
 	s.rdb = redis.NewClient(ropts)
 	s.store = queue.New(s.rdb)
+	s.acker = &queue.Acker{Store: s.store}
 	s.attempts = s.store.NewAttemptLog(4096, func(err error) {
 		log.Warn("recording attempts in the event history failed", "err", err.Error())
 	})
@@ -233,6 +236,9 @@ func (s *Server) close() {
 	}
 	if s.adminLn != nil && s.admin == nil {
 		s.adminLn.Close()
+	}
+	if s.acker != nil {
+		s.acker.Close()
 	}
 	if s.attempts != nil {
 		s.attempts.Close() // the attempts just finished reach the history

@@ -522,6 +522,9 @@ func (w *Worker) dropStale(t *target, j *queue.Job) bool {
 // also records the status's rank.
 func (w *Worker) ack(ctx context.Context, t *target, j *queue.Job) error {
 	if !t.cfg.DropStaleStatus {
+		if w.Acker != nil {
+			return w.Acker.Ack(ctx, j)
+		}
 		return w.Store.Ack(ctx, j)
 	}
 	msg, rank := statusOf(j)

@@ -41,6 +41,9 @@ type Worker struct {
 	Log      *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Acker, when not nil, acknowledges delivered jobs in shared pipelines;
+	// nil acknowledges each on its own.
+	Acker *queue.Acker
 	// Observe, when not nil, is called after every attempt.
 	Observe func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration)
 	// RateLimited, when not nil, is called each time a destination with
