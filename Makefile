@@ -23,7 +23,9 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 test: deps lint
+	@rm -f bin/fault-report.txt
 	$(GO) test -race -count=1 -timeout 8m ./...
+	@cat bin/fault-report.txt 2>/dev/null || true
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
