@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -414,17 +413,7 @@ func (w *Worker) deliverOrdered(t *target, ls *lanes, l *lane, it *item, gen int
 		w.finishOrdered(ls, l, it, gen, &no, w.now().Add(orderedRetry)) // no attempt made
 		return
 	}
-	attempt := j.Attempts + 1
-	start := w.now()
-	o := w.post(ctx, t, j, attempt)
-	latency := w.now().Sub(start)
-	if o.Healthy {
-		done(nil)
-	} else {
-		done(errUnhealthy)
-	}
-	now := w.now()
-	d := Next(o, attempt, t.cfg.Retry, j.EnqueuedAt, now, rand.Float64)
+	attempt, o, d, latency, now := w.attempt(ctx, t, j, done)
 	level := slog.LevelInfo
 	if o.Result != Delivered {
 		level = slog.LevelWarn

@@ -341,18 +341,7 @@ func (w *Worker) deliver(t *target, j *queue.Job) {
 		w.release(j, "breaker "+t.breaker.State().String())
 		return
 	}
-	attempt := j.Attempts + 1
-	start := w.now()
-	o := w.post(ctx, t, j, attempt)
-	latency := w.now().Sub(start)
-	if o.Healthy {
-		done(nil)
-	} else {
-		done(errUnhealthy)
-	}
-
-	now := w.now()
-	d := Next(o, attempt, t.cfg.Retry, j.EnqueuedAt, now, rand.Float64)
+	attempt, o, d, latency, now := w.attempt(ctx, t, j, done)
 	var serr error
 	switch d.Action {
 	case Ack:
@@ -388,6 +377,22 @@ func actionName(a Action) string {
 		return "retry"
 	}
 	return "dead_letter"
+}
+
+// attempt makes one attempt of j (the breaker already allowed it and
+// done reports to it) and decides what follows.
+func (w *Worker) attempt(ctx context.Context, t *target, j *queue.Job, done func(error)) (attempt int, o Outcome, d Decision, latency time.Duration, now time.Time) {
+	attempt = j.Attempts + 1
+	start := w.now()
+	o = w.post(ctx, t, j, attempt)
+	latency = w.now().Sub(start)
+	if o.Healthy {
+		done(nil)
+	} else {
+		done(errUnhealthy)
+	}
+	now = w.now()
+	return attempt, o, Next(o, attempt, t.cfg.Retry, j.EnqueuedAt, now, rand.Float64), latency, now
 }
 
 // post sends one signed attempt.
