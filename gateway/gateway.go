@@ -43,6 +43,9 @@ type Gateway struct {
 	// batch, when set, groups concurrent callbacks' enqueues into one
 	// pipeline (group commit); nil sends each on its own.
 	batch *queue.Batcher
+	// spool, when set, keeps callbacks while Redis is unreachable
+	// (spool.go); nil: they get 503.
+	spool *spool
 }
 
 // enqueue stores a callback's entries, through the group-commit batcher

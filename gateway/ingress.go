@@ -103,6 +103,9 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	if proof.Nonce != "" {
 		nonceKey = sid + ":" + proof.Nonce
 		seen, err := g.store.Recorded(r.Context(), tid, nonceKey)
+		if g.spool != nil {
+			seen, err = g.spool.recorded(tid, nonceKey, seen, err) // spool.go
+		}
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			g.fail(w, log, http.StatusServiceUnavailable, "store unavailable", err)
@@ -179,9 +182,10 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var fresh []bool
+	spooled := false // in the local journal, with the nonce (spool.go)
 	if len(entries) > 0 {
 		enqStart := time.Now()
-		fresh, err = g.enqueue(r.Context(), rt.cfg.Dedup.TTL.D(), entries...)
+		fresh, spooled, err = g.persist(r.Context(), log, rt.cfg.Dedup.TTL.D(), nonceKey, proof.TTL, entries)
 		g.metrics.enqueued(tid, time.Since(enqStart))
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
@@ -193,7 +197,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		}
 		g.pulls.notify(tid)
 	}
-	if nonceKey != "" {
+	if nonceKey != "" && !spooled {
 		// The events are stored; a failure here only weakens replay
 		// protection (dedup still drops a replayed callback's events).
 		if _, err := g.store.Remember(r.Context(), tid, nonceKey, proof.TTL); err != nil {

@@ -71,6 +71,7 @@ var restartOnly = []struct {
 	{"delivery.allow_private_networks", func(c *policy.Config) any { return c.Delivery.AllowPrivateNetworks }},
 	{"delivery.rate_scope", func(c *policy.Config) any { return c.Delivery.RateScope }},
 	{"tracing", func(c *policy.Config) any { return c.Tracing }},
+	{"spool", func(c *policy.Config) any { return c.Spool }},
 }
 
 // Reload makes cfg the configuration in force, all at once: ingress

@@ -108,8 +108,20 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 	if w := cfg.Redis.GroupCommitWindow.D(); w > 0 {
 		gw.batch = &queue.Batcher{Store: s.store, Window: w}
 	}
+	if sc := cfg.Spool; sc != nil {
+		if gw.spool, err = openSpool(sc.Dir, sc.MaxBytes, log); err != nil {
+			s.close()
+			return nil, err
+		}
+		size, waiting := gw.spool.stats()
+		log.Info("spool on: callbacks are kept in a local journal while Redis is unreachable",
+			"dir", sc.Dir, "max_bytes", sc.MaxBytes, "bytes", size, "waiting", waiting)
+	}
 	s.metrics = newMetrics(s)
 	gw.metrics = s.metrics
+	if gw.spool != nil {
+		s.metrics.reg.MustRegister(gw.spool.collectors()...)
+	}
 	if s.tracing, err = newTracing(cfg.Tracing, strings.TrimPrefix(delivery.UserAgent, "Switchboard/"), log); err != nil {
 		s.close()
 		return nil, fmt.Errorf("tracing: %w", err)
@@ -203,6 +215,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.runWorker(tid, w)
 	}
 	s.mu.Unlock()
+	if s.gw.spool != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.gw.drainSpool(wctx) // spool.go; what is left waits for the next start
+		}()
+	}
 
 	var err error
 	select {
@@ -242,6 +261,9 @@ func (s *Server) close() {
 	}
 	if s.attempts != nil {
 		s.attempts.Close() // the attempts just finished reach the history
+	}
+	if s.gw != nil && s.gw.spool != nil {
+		s.gw.spool.close()
 	}
 	if s.rdb != nil {
 		s.rdb.Close()

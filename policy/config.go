@@ -17,6 +17,7 @@ type Config struct {
 	Dedup      Dedup              `yaml:"dedup"`
 	History    History            `yaml:"history"`
 	Tracing    Tracing            `yaml:"tracing"`
+	Spool      *Spool             `yaml:"spool"` // nil: no spool, see Spool
 	TenantsDir string             `yaml:"tenants_dir"`
 	Tenants    map[string]*Tenant `yaml:"tenants"`
 
@@ -130,6 +131,21 @@ type Tracing struct {
 	// SampleRatio is the share of new traces kept, 0 < ratio <= 1 (default 1).
 	SampleRatio float64 `yaml:"sample_ratio"`
 }
+
+// Spool is the local journal of callbacks accepted while Redis is
+// unreachable: each is appended with fsync before the carrier gets its 2xx,
+// and drained into Redis, in order, once Redis answers again.
+type Spool struct {
+	// Dir holds the journal (created if missing, mode 0700); a relative
+	// path is relative to the configuration file's directory. Required.
+	Dir string `yaml:"dir"`
+	// MaxBytes caps the journal's size in bytes (default 64 MiB); a
+	// callback that would exceed it gets 503, as without a spool.
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// DefaultSpoolMaxBytes is spool.max_bytes when it is not set.
+const DefaultSpoolMaxBytes = 64 << 20
 
 // History configures how long delivered events are kept for lookup and
 // recovery (default 72h; 0s keeps none, saving Redis memory and work).

@@ -390,6 +390,9 @@ func (v *validator) validate() {
 	if c.Tracing.ServiceName == "" {
 		v.fail("tracing.service_name", "must not be empty")
 	}
+	if c.Spool != nil {
+		v.spool(c.Spool)
+	}
 	switch c.Delivery.RateScope {
 	case "":
 		c.Delivery.RateScope = RateScopeRedis
@@ -427,6 +430,26 @@ func (v *validator) validate() {
 			r.File = v.lines[rp].file
 			v.route(rp, t, r)
 		}
+	}
+}
+
+// spool checks spool: and resolves its dir against the config file's
+// directory. Nothing is created: check has no side effects.
+func (v *validator) spool(sp *Spool) {
+	if sp.Dir == "" {
+		v.fail("spool.dir", "is required: the directory that holds the journal")
+	} else {
+		if !filepath.IsAbs(sp.Dir) {
+			sp.Dir = filepath.Join(filepath.Dir(v.cfg.File), sp.Dir)
+		}
+		if st, err := os.Stat(sp.Dir); err == nil && !st.IsDir() {
+			v.fail("spool.dir", "%s is not a directory", sp.Dir)
+		}
+	}
+	if _, set := v.lines["spool.max_bytes"]; !set && sp.MaxBytes == 0 {
+		sp.MaxBytes = DefaultSpoolMaxBytes
+	} else if sp.MaxBytes <= 0 {
+		v.fail("spool.max_bytes", "must be positive (default %d, 64 MiB)", DefaultSpoolMaxBytes)
 	}
 }
 
