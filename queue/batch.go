@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,8 @@ type Batcher struct {
 	reqs chan *batchCall
 	wg   sync.WaitGroup
 	stop chan struct{}
+	// pipelines counts the pipelines sent (for tests).
+	pipelines atomic.Int64
 }
 
 type batchCall struct {
@@ -148,6 +151,7 @@ func (b *Batcher) send(ttl time.Duration, batch []*batchCall) {
 		all = append(all, c.entries...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	b.pipelines.Add(1)
 	fresh, err := b.Store.Enqueue(ctx, ttl, all...)
 	cancel()
 	i := 0

@@ -46,6 +46,9 @@ func TestBatcher(t *testing.T) {
 	if n := xlen(t, rdb, streamKey("acme", "crm")); n != callers {
 		t.Errorf("stream holds %d entries, want %d", n, callers)
 	}
+	if p := b.pipelines.Load(); p >= 2*callers {
+		t.Errorf("%d calls went out in %d pipelines: nothing was batched", 2*callers, p)
+	}
 }
 
 func TestBatcherError(t *testing.T) {

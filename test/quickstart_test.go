@@ -84,11 +84,10 @@ func TestQuickStart(t *testing.T) {
 		t.Errorf("simulate with a wrong secret: exit %d, %s; want 401", code, out)
 	}
 
-	out, _, code = runCLI(t, "dlq", "list", "--config", g.configFile, "--tenant", "acme")
-	if code != 1 {
-		t.Errorf("dlq list on the embedded store: exit %d, want 1 with an explanation", code)
+	_, errOut, code = runCLI(t, "dlq", "list", "--config", g.configFile, "--tenant", "acme")
+	if code != 1 || !strings.Contains(errOut, "embedded store") {
+		t.Errorf("dlq list on the embedded store: exit %d, %q; want 1 and an explanation", code, errOut)
 	}
-	_ = out
 }
 
 // TestCheck covers switchboard check's two answers.
@@ -105,12 +104,15 @@ func TestCheck(t *testing.T) {
 	if code != 1 {
 		t.Errorf("check bad: exit %d, want 1", code)
 	}
-	for _, want := range []string{bad + ":2: server.listne: unknown key"} {
+	// Every problem at once: the unknown key and the missing route target.
+	for _, want := range []string{bad + ":2: server.listne: unknown key", bad + `:6: tenants.acme.routes[0].to[0]: destination "nowhere"`} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("check bad printed %q, want a line %q", errOut, want)
 		}
 	}
-	_ = out
+	if out != "" {
+		t.Errorf("check bad printed %q on stdout, want nothing", out)
+	}
 	for _, cmd := range [][]string{{"serve", "--help"}, {"check", "--help"}, {"dlq", "list", "--help"}, {"dlq", "replay", "--help"}, {"dlq", "purge", "--help"}, {"simulate", "--help"}, {"sink", "--help"}} {
 		out, _, code := runCLI(t, cmd...)
 		if code != 0 || !strings.Contains(out, "Usage") {

@@ -148,11 +148,7 @@ func (w *Worker) Update(t *policy.Tenant) {
 }
 
 func (w *Worker) newTarget(id string, d *policy.Destination) *target {
-	t := &target{id: id, cfg: d, slots: make(chan struct{}, d.MaxInFlight)}
-	for _, s := range d.Secret {
-		key, _ := policy.ParseSecret(s) // validated by policy.Load
-		t.secrets = append(t.secrets, key)
-	}
+	t := &target{id: id, cfg: d, slots: make(chan struct{}, d.MaxInFlight), secrets: Secrets(d)}
 	if !d.Rate.Unlimited() {
 		t.limiter = rate.NewLimiter(rate.Limit(d.Rate.PerSecond), d.Rate.Burst)
 	}
