@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -161,10 +162,25 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("config", "", "configuration `file`")
 	watch := fs.Bool("watch", false, "reload the configuration when the file (or its tenants_dir) changes; SIGHUP reloads it too")
 	every := fs.Duration("watch-interval", time.Second, "how often --watch checks the files")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the whole run to `file`")
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
 	}
-	log := newLogger(stderr)
+	lw := newLogWriter(stderr) // one write for many lines under load
+	defer lw.Close()
+	log := newLoggerFor(stderr, lw)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			log.Error("cannot write the CPU profile", "err", err.Error())
+			return 1
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	cfg, ok := loadConfig(*file, stderr)
 	if !ok {
 		return 1
@@ -203,11 +219,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 }
 
 // newLogger logs JSON, or text when stderr is a terminal.
-func newLogger(w io.Writer) *slog.Logger {
+func newLogger(w io.Writer) *slog.Logger { return newLoggerFor(w, w) }
+
+// newLoggerFor logs to out, as JSON or, when w is a terminal, as text.
+func newLoggerFor(w, out io.Writer) *slog.Logger {
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(w, nil))
+			return slog.New(slog.NewTextHandler(out, nil))
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(slog.NewJSONHandler(out, nil))
 }

@@ -6,7 +6,11 @@
 //
 // BENCH_SHORT=1 runs a tiny version (CI keeps the harness alive with it; it
 // asserts nothing about timings). BENCH_RUNS sets the runs per figure
-// (default 3), BENCH_SECONDS each load window (default 5).
+// (default 3), BENCH_SECONDS each load window (default 5). BENCH_ONLY (a
+// comma-separated subset of floor, nogc, ingest, e2e, aof, backlog) runs
+// only those figures, for quick iterations. BENCH_PROFILE_DIR makes every
+// gateway write a CPU profile there (serve --cpuprofile). BENCH_GATEWAY
+// names a prebuilt gateway binary to measure instead of building one.
 package main
 
 import (
@@ -46,7 +50,13 @@ var (
 	seconds = envInt("BENCH_SECONDS", 5)
 	workdir string
 	out     = os.Getenv("BENCH_OUT")
+	only    = os.Getenv("BENCH_ONLY")
 )
+
+// want reports whether figure f is to be measured (BENCH_ONLY).
+func want(f string) bool {
+	return only == "" || slices.Contains(strings.Split(only, ","), f)
+}
 
 func envInt(k string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
@@ -66,7 +76,11 @@ func main() {
 	defer os.RemoveAll(workdir)
 	gw := filepath.Join(workdir, "switchboard")
 	floor := filepath.Join(workdir, "floor")
-	build(gw, "./cmd/switchboard")
+	if bin := os.Getenv("BENCH_GATEWAY"); bin != "" {
+		gw = bin // a prebuilt gateway, to compare builds (A/B)
+	} else {
+		build(gw, "./cmd/switchboard")
+	}
 	build(floor, "./test/floor")
 
 	var rows []row
@@ -74,32 +88,37 @@ func main() {
 		label := "AOF off"
 		if aof {
 			label = "AOF everysec"
+			if !want("aof") {
+				continue
+			}
 		}
 		var floorR, ingR, ingNoGC, e2eR []float64
 		var p50, p99 []float64
 		for i := range runs {
 			log.Printf("%s: run %d/%d", label, i+1, runs)
-			if !aof {
+			if !aof && want("floor") {
 				r := measureFloor(floor, aof, i)
 				floorR = append(floorR, r.Rate())
+			}
+			if !aof && want("nogc") {
 				ingNoGC = append(ingNoGC, measureIngestWindow(gw, aof, i, "0s").Rate())
 			}
-			r := measureIngest(gw, aof, i)
-			ingR = append(ingR, r.Rate())
-			p50 = append(p50, float64(r.P50.Microseconds())/1000)
-			p99 = append(p99, float64(r.P99.Microseconds())/1000)
-			e2eR = append(e2eR, measureEndToEnd(gw, aof, i))
+			if aof || want("ingest") {
+				r := measureIngest(gw, aof, i)
+				ingR = append(ingR, r.Rate())
+				p50 = append(p50, float64(r.P50.Microseconds())/1000)
+				p99 = append(p99, float64(r.P99.Microseconds())/1000)
+			}
+			if aof || want("e2e") {
+				e2eR = append(e2eR, measureEndToEnd(gw, aof, i))
+			}
 		}
-		if !aof {
-			rows = append(rows, row{"floor server: verify + normalize + 1 XADD (req/s, 64 conns)", label, floorR, "%.0f"},
-				row{"gateway ingest without group commit (req/s, 64 conns)", label, ingNoGC, "%.0f"})
-		}
-		rows = append(rows,
-			row{"gateway ingest (req/s, 64 conns)", label, ingR, "%.0f"},
-			row{"gateway ingest p50 (ms)", label, p50, "%.2f"},
-			row{"gateway ingest p99 (ms)", label, p99, "%.2f"},
-			row{"end to end delivered into a local sink (events/s)", label, e2eR, "%.0f"},
-		)
+		rows = appendRow(rows, "floor server: verify + normalize + 1 XADD (req/s, 64 conns)", label, floorR, "%.0f")
+		rows = appendRow(rows, "gateway ingest without group commit (req/s, 64 conns)", label, ingNoGC, "%.0f")
+		rows = appendRow(rows, "gateway ingest (req/s, 64 conns)", label, ingR, "%.0f")
+		rows = appendRow(rows, "gateway ingest p50 (ms)", label, p50, "%.2f")
+		rows = appendRow(rows, "gateway ingest p99 (ms)", label, p99, "%.2f")
+		rows = appendRow(rows, "end to end delivered into a local sink (events/s)", label, e2eR, "%.0f")
 	}
 	sizes := []int{100_000, 1_000_000}
 	if short {
@@ -113,6 +132,9 @@ func main() {
 	backlogs := []backlog{{sizes[0], true}, {sizes[len(sizes)-1], true}, {sizes[len(sizes)-1], false}}
 	if short {
 		backlogs = backlogs[1:]
+	}
+	if !want("backlog") {
+		backlogs = nil
 	}
 	for _, bl := range backlogs {
 		var perEvent, rss []float64
@@ -140,6 +162,14 @@ func human(n int) string {
 		return fmt.Sprintf("%dM", n/1_000_000)
 	}
 	return fmt.Sprintf("%dk", n/1000)
+}
+
+// appendRow adds a row if the figure was measured.
+func appendRow(rows []row, name, mode string, vals []float64, format string) []row {
+	if len(vals) == 0 {
+		return rows
+	}
+	return append(rows, row{name, mode, vals, format})
 }
 
 type row struct {
@@ -294,6 +324,31 @@ func (p *proc) stop() {
 	}
 }
 
+// cpuTime is the user+system CPU time process pid has used so far.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// selfCPU is the CPU time this process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func (p *proc) rssMiB() float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	must(err)
@@ -310,7 +365,11 @@ func (p *proc) rssMiB() float64 {
 func startGateway(bin string, cfg string) *proc {
 	file := filepath.Join(workdir, fmt.Sprintf("sb-%d.yaml", time.Now().UnixNano()))
 	must(os.WriteFile(file, []byte(cfg), 0o600))
-	return startProc(bin, []string{"serve", "--config", file}, func(line string) (string, bool) {
+	args := []string{"serve", "--config", file}
+	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
+		args = append(args, "--cpuprofile", filepath.Join(dir, fmt.Sprintf("gateway-%d.pprof", time.Now().UnixNano())))
+	}
+	return startProc(bin, args, func(line string) (string, bool) {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "switchboard serving" {
 			a, _ := m["listen"].(string)
@@ -348,14 +407,30 @@ tenants:
 `, redisAddr, window, secret, destURL, whsec, rate)
 }
 
-func loadFor(url, prefix string) load.Result {
+// loadFor sends the load to url and logs, besides the result, the CPU time
+// each process spent per request: the server, Redis (pids) and this
+// process (the load generator, and the sink of an end-to-end run).
+func loadFor(url, prefix string, pids ...int) load.Result {
 	n := 40_000 * seconds
 	if short {
 		n = 2_000
 	}
 	cbs := load.Prepare(url, secret, prefix, n)
+	before := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		before[i] = cpuTime(pid)
+	}
+	self := selfCPU()
 	r := load.Run(context.Background(), load.Config{URL: url, Conns: 64, Duration: time.Duration(seconds) * time.Second}, cbs)
 	log.Printf("  %s", r)
+	if r.Requests > 0 {
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Requests) }
+		var b strings.Builder
+		for i, pid := range pids {
+			fmt.Fprintf(&b, "%s %.1fµs, ", []string{"server", "redis"}[min(i, 1)], per(cpuTime(pid)-before[i]))
+		}
+		log.Printf("  CPU per request: %sload generator %.1fµs", b.String(), per(selfCPU()-self))
+	}
 	if r.Errors > 0 {
 		log.Printf("  warning: %d errors", r.Errors)
 	}
@@ -372,7 +447,7 @@ func measureFloor(bin string, aof bool, run int) load.Result {
 		return "", false
 	})
 	defer p.stop()
-	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("F%d", run))
+	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("F%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
 }
 
 func measureIngest(bin string, aof bool, run int) load.Result {
@@ -384,7 +459,13 @@ func measureIngestWindow(bin string, aof bool, run int, window string) load.Resu
 	defer rs.stop()
 	p := startGateway(bin, gatewayConfigWindow(rs.addr, "http://127.0.0.1:9/never", true, window))
 	defer p.stop()
-	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run))
+	_ = rs.rdb.ConfigResetStat(context.Background()).Err()
+	r := loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
+	if os.Getenv("BENCH_REDIS_STATS") != "" {
+		st, _ := rs.rdb.Info(context.Background(), "commandstats").Result()
+		log.Printf("  Redis commandstats:\n%s", st)
+	}
+	return r
 }
 
 // measureEndToEnd sends a load and counts deliveries at a local sink until
@@ -408,7 +489,7 @@ func measureEndToEnd(bin string, aof bool, run int) float64 {
 	p := startGateway(bin, gatewayConfig(rs.addr, "http://"+ln.Addr().String()+"/events", false))
 	defer p.stop()
 	start := time.Now()
-	r := loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("E%d", run))
+	r := loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("E%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
 	accepted := int64(r.Requests - r.Errors)
 	deadline := time.Now().Add(120 * time.Second)
 	for got.Load() < accepted && time.Now().Before(deadline) {
