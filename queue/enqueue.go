@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,13 +61,10 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 	}
 	ttlMS := strconv.FormatInt(max(ttl.Milliseconds(), 1), 10)
 	type call struct {
-		script *redis.Script
-		keys   []string
-		args   []any
-		entry  int  // index of the entry
-		hist   bool // a history write, which follows its entry's enqueue
+		keys []string
+		args []any
 	}
-	calls := make([]call, 0, len(entries))
+	calls := make([]call, len(entries))
 	for i, e := range entries {
 		if e == nil || !validTenant(e.Tenant) || e.EventID == "" {
 			return nil, fmt.Errorf("queue enqueue: entry %d: a tenant (without braces) and an event id are required", i)
@@ -74,12 +72,7 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 		if slices.Contains(e.Destinations, "") || slices.Contains(e.Attempted, "") {
 			return nil, fmt.Errorf("queue enqueue: entry %d: empty destination", i)
 		}
-		keys, args := enqueueArgs(e, ttlMS)
-		calls = append(calls, call{enqueueScript, keys, args, i, false})
-		if e.History > 0 && len(e.Destinations)+len(e.Attempted) > 0 {
-			keys, args := historyArgs(e)
-			calls = append(calls, call{historyScript, keys, args, i, true})
-		}
+		calls[i].keys, calls[i].args = enqueueArgs(e, ttlMS)
 	}
 
 	cmds := make([]*redis.Cmd, len(calls))
@@ -88,9 +81,9 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 		for _, i := range idx {
 			c := calls[i]
 			if eval {
-				cmds[i] = c.script.Eval(ctx, pipe, c.keys, c.args...)
+				cmds[i] = enqueueScript.Eval(ctx, pipe, c.keys, c.args...)
 			} else {
-				cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+				cmds[i] = enqueueScript.EvalSha(ctx, pipe, c.keys, c.args...)
 			}
 		}
 		_, err := pipe.Exec(ctx)
@@ -102,11 +95,10 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 	}
 	if err := run(all, false); err != nil {
 		// The script cache is empty after a restart or SCRIPT FLUSH: send
-		// the source to those that missed it (EVAL caches it again). A
-		// history write goes again with its enqueue, which it must follow.
+		// the source to those that missed it (EVAL caches it again).
 		var again []int
 		for i, c := range cmds {
-			if isNoScript(c.Err()) || (calls[i].hist && len(again) > 0 && calls[again[len(again)-1]].entry == calls[i].entry) {
+			if isNoScript(c.Err()) {
 				again = append(again, i)
 			}
 		}
@@ -114,23 +106,23 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 			_ = run(again, true)
 		}
 	}
-
-	// Only the enqueues decide: an event is stored even if its history
-	// write failed (the history is for operators; it must not cost a
-	// carrier a 503).
 	fresh := make([]bool, len(entries))
 	for i, c := range cmds {
-		if calls[i].hist {
-			continue
-		}
 		n, err := c.Int()
 		if err != nil {
 			return nil, unavailable("enqueue", err)
 		}
-		fresh[calls[i].entry] = n == 1
+		fresh[i] = n == 1
 	}
 	return fresh, nil
 }
+
+// historyTrimEvery: one enqueue in this many (by arrival millisecond)
+// also trims the destination indexes of entries older than the retention.
+// Readers filter by time and skip expired events, so a lazy trim only
+// bounds the indexes' size; trimming on every write cost a Redis call per
+// destination per event.
+const historyTrimEvery = 16
 
 // enqueueArgs builds the KEYS and ARGV of enqueueScript for e.
 func enqueueArgs(e *Entry, ttlMS string) ([]string, []any) {
@@ -138,32 +130,64 @@ func enqueueArgs(e *Entry, ttlMS string) ([]string, []any) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	keys := make([]string, 0, len(e.Destinations)+1)
+	history := e.History > 0 && len(e.Destinations)+len(e.Attempted) > 0
+	routed := e.Destinations // with those attempted before the enqueue
+	if len(e.Attempted) > 0 {
+		routed = append(slices.Clip(e.Destinations), e.Attempted...)
+	}
+	keys := make([]string, 0, len(e.Destinations)+len(routed)+3)
 	dedupTTL := ""
 	if e.DedupKey != "" {
 		keys = append(keys, seenKey(e.Tenant, e.DedupKey))
 		dedupTTL = ttlMS
 	}
 	mask := make([]byte, len(e.Destinations))
-	anyRaw := false
 	prefix := streamPrefix(e.Tenant)
 	for i, d := range e.Destinations {
 		keys = append(keys, prefix+d)
 		mask[i] = '0'
 		if len(e.Raw) > 0 && slices.Contains(e.RawFor, d) {
 			mask[i] = '1'
-			anyRaw = true
 		}
 	}
-	args := make([]any, 3, 16)
+	args := make([]any, 3, 26)
 	args[0], args[1] = dedupTTL, mask
 	args = append(args, fEventID, e.EventID, fBody, e.Event, fAttempts, "0", fEnqueued, millis(now))
 	if e.TraceParent != "" {
 		args = append(args, fTrace, e.TraceParent)
 	}
 	args[2] = strconv.Itoa(len(args) - 3)
-	if anyRaw {
-		args = append(args, e.Raw)
+	var rawFor []string // routed destinations that want the raw callback
+	if len(e.Raw) > 0 {
+		for _, d := range routed {
+			if slices.Contains(e.RawFor, d) {
+				rawFor = append(rawFor, d)
+			}
+		}
 	}
+	var raw []byte
+	if len(rawFor) > 0 {
+		raw = e.Raw
+	}
+	if !history {
+		return keys, append(args, raw, "", strconv.Itoa(len(e.Destinations)))
+	}
+	keys = append(keys, historyKey(e.Tenant, e.EventID))
+	hasMsg := "0"
+	if e.MessageID != "" {
+		keys = append(keys, messageKey(e.Tenant, e.MessageID))
+		hasMsg = "1"
+	}
+	for _, d := range routed {
+		keys = append(keys, destIndexKey(e.Tenant, d))
+	}
+	ret := max(e.History.Milliseconds(), 1)
+	trim := "0"
+	if now.UnixMilli()%historyTrimEvery == 0 {
+		trim = "1"
+	}
+	args = append(args, raw, strconv.FormatInt(ret, 10), strconv.Itoa(len(e.Destinations)), hasMsg,
+		strings.Join(routed, " "), strings.Join(rawFor, " "), e.TraceParent, millis(now),
+		trim, strconv.FormatInt(now.UnixMilli()-ret, 10))
 	return keys, args
 }

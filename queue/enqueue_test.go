@@ -204,3 +204,49 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("Ping with Redis down: err = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestEnqueueFailedXAddReleasesDedup: the seen key is claimed before the
+// XADDs; when one fails, the key is released, so the carrier's retry is
+// stored rather than dropped as a duplicate. On Redis and on the embedded
+// store (whose Lua differs).
+func TestEnqueueFailedXAddReleasesDedup(t *testing.T) {
+	t.Parallel()
+	emb, err := StartEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Close)
+	erdb := redis.NewClient(&redis.Options{Addr: emb.Addr()})
+	t.Cleanup(func() { _ = erdb.Close() })
+	s, rdb, _ := mustStore(t)
+	for name, st := range map[string]struct {
+		s   *Store
+		rdb *redis.Client
+	}{"redis": {s, rdb}, "embedded": {New(erdb), erdb}} {
+		ctx := ctxT(t)
+		// A key of the wrong type where the audit stream should be.
+		if err := st.rdb.Set(ctx, streamKey(tenant, "audit"), "not a stream", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		e := entry(1, "crm", "audit")
+		e.DedupKey = "k1"
+		if _, err := st.s.Enqueue(ctx, time.Hour, e); err == nil {
+			t.Fatalf("%s: Enqueue onto a broken stream succeeded", name)
+		}
+		if n, _ := st.rdb.Exists(ctx, seenKey(tenant, "k1")).Result(); n != 0 {
+			t.Errorf("%s: the seen key stayed after a failed XADD", name)
+		}
+		if err := st.rdb.Del(ctx, streamKey(tenant, "audit")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		retry := entry(2, "crm", "audit")
+		retry.DedupKey = "k1"
+		fresh, err := st.s.Enqueue(ctx, time.Hour, retry)
+		if err != nil || !slices.Equal(fresh, []bool{true}) {
+			t.Errorf("%s: the carrier's retry: fresh = %v, %v; want stored", name, fresh, err)
+		}
+		if n := xlen(t, st.rdb, streamKey(tenant, "audit")); n != 1 {
+			t.Errorf("%s: XLEN audit = %d, want 1", name, n)
+		}
+	}
+}

@@ -23,7 +23,10 @@ import (
 //	                         newest MaxAttemptLog kept
 //	sb:{t}:h:m:<message id>  set of event ids with that carrier message id
 //	sb:{t}:h:d:<dest>        sorted set of event ids routed to dest, score = arrival
-//	                         unix ms, trimmed to the retention on every write
+//	                         unix ms, trimmed to the retention now and then
+//	                         (historyTrimEvery)
+//
+// enqueueScript writes them with the event's jobs, in the same script run.
 //
 // Each key expires with the retention, so the history of a tenant is capped
 // by time; the attempts of one event are capped by count.
@@ -38,86 +41,6 @@ func attemptsKey(tenant, id string) string { return tenantPrefix(tenant) + "h:a:
 func messageKey(tenant, msg string) string { return tenantPrefix(tenant) + "h:m:" + msg }
 
 func destIndexKey(tenant, dest string) string { return tenantPrefix(tenant) + "h:d:" + dest }
-
-// historyScript records one event in the history. It runs right after the
-// event's enqueueScript in the same pipeline and writes only if that stored
-// the event: with a dedup key, the seen key then holds this event's id (a
-// duplicate leaves the first event's id there).
-//
-// KEYS[1] event hash, then the seen key if ARGV[4] is '1', then the message
-// index if ARGV[5] is '1', then the destination indexes.
-// ARGV[1] event id, ARGV[2] retention ms, ARGV[3] arrival unix ms,
-// ARGV[4] seen key given, ARGV[5] message index given, ARGV[6] body,
-// ARGV[7] destinations, ARGV[8] raw (empty: none), ARGV[9] raw destinations,
-// ARGV[10] traceparent, ARGV[11] trim cutoff unix ms.
-var historyScript = redis.NewScript(`
-local k = 2
-if ARGV[4] == '1' then
-  if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-  k = 3
-end
-local h, ret = KEYS[1], ARGV[2]
-redis.call('HSET', h, 'b', ARGV[6], 'd', ARGV[7], 't', ARGV[3])
-if ARGV[8] ~= '' then redis.call('HSET', h, 'r', ARGV[8], 'R', ARGV[9]) end
-if ARGV[10] ~= '' then redis.call('HSET', h, 'p', ARGV[10]) end
-redis.call('PEXPIRE', h, ret)
-if ARGV[5] == '1' then
-  redis.call('SADD', KEYS[k], ARGV[1])
-  redis.call('PEXPIRE', KEYS[k], ret)
-  k = k + 1
-end
-for i = k, #KEYS do
-  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[11])
-  redis.call('PEXPIRE', KEYS[i], ret)
-end
-return 1
-`)
-
-// historyArgs builds the KEYS and ARGV of historyScript for e.
-func historyArgs(e *Entry) ([]string, []any) {
-	now := e.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
-	routed := e.Destinations // with those attempted before the enqueue
-	if len(e.Attempted) > 0 {
-		routed = append(slices.Clip(e.Destinations), e.Attempted...)
-	}
-	keys := make([]string, 0, len(routed)+3)
-	keys = append(keys, historyKey(e.Tenant, e.EventID))
-	hasSeen, hasMsg := "0", "0"
-	if e.DedupKey != "" {
-		keys = append(keys, seenKey(e.Tenant, e.DedupKey))
-		hasSeen = "1"
-	}
-	if e.MessageID != "" {
-		keys = append(keys, messageKey(e.Tenant, e.MessageID))
-		hasMsg = "1"
-	}
-	for _, d := range routed {
-		keys = append(keys, destIndexKey(e.Tenant, d))
-	}
-	var raw []byte
-	var rawFor []string
-	if len(e.Raw) > 0 {
-		for _, d := range routed {
-			if slices.Contains(e.RawFor, d) {
-				rawFor = append(rawFor, d)
-			}
-		}
-		if len(rawFor) > 0 {
-			raw = e.Raw
-		}
-	}
-	ret := max(e.History.Milliseconds(), 1)
-	args := []any{
-		e.EventID, strconv.FormatInt(ret, 10), millis(now), hasSeen, hasMsg,
-		e.Event, strings.Join(routed, " "), raw, strings.Join(rawFor, " "),
-		e.TraceParent, strconv.FormatInt(now.UnixMilli()-ret, 10),
-	}
-	return keys, args
-}
 
 // Attempt is one delivery attempt of an event, as kept in its history.
 type Attempt struct {

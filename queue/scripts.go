@@ -19,34 +19,51 @@ local function decr(h, f)
 end
 `
 
-// enqueueScript stores one event for several destinations.
+// enqueueScript stores one event for several destinations and, when asked,
+// records it in the tenant's history (history.go): one script call per
+// event, so a callback costs Redis one script run whatever it fans out to.
 //
-// KEYS[1] seen key (only when ARGV[1] is not empty), then the destination
-// streams.
+// KEYS: the seen key (only when ARGV[1] is not empty), then the ARGV[6+n]
+// destination streams, then — with a history — the event hash, the message
+// index (if ARGV[7+n] is '1') and the destination indexes.
+//
 // ARGV[1] dedup TTL in ms, empty = no dedup
 // ARGV[2] one '1' or '0' per stream: does it get the raw field
-// ARGV[3] n, the number of field/value arguments that follow
+// ARGV[3] n, the number of field/value arguments that follow; the first
+//
+//	four are 'i', the event id, 'b', the body
+//
 // ARGV[4 .. 3+n] fields common to every stream
-// ARGV[4+n] the raw value, if any stream gets it
+// ARGV[4+n] the raw callback, or empty
+// ARGV[5+n] history retention in ms, empty = no history
+// ARGV[6+n] the number of streams
+// ARGV[7+n] '1' if the message index is given
+// ARGV[8+n] routed destinations (space-separated), ARGV[9+n] those of them
+//
+//	that want the raw callback, ARGV[10+n] traceparent or empty,
+//
+// ARGV[11+n] arrival unix ms, ARGV[12+n] '1' to trim the destination
+//
+//	indexes to ARGV[13+n] (unix ms; older entries go)
 //
 // Returns 1 if stored, 0 if a duplicate (nothing written). The seen key is
-// set last: should an XADD fail, nothing is marked seen and the carrier's
-// retry is stored again (a duplicate rather than a loss). It holds the event
-// id (ARGV[5], the value of the first field, 'i'), which tells historyScript
-// that this event, not a duplicate, was stored.
+// claimed first (SET NX); should an XADD fail, it is released again, so a
+// carrier's retry is stored rather than taken for a duplicate.
 var enqueueScript = redis.NewScript(`
 local first = 1
+local id = ARGV[5]
 if ARGV[1] ~= '' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  if not redis.call('SET', KEYS[1], id, 'NX', 'PX', ARGV[1]) then return 0 end
   first = 2
 end
 local n = tonumber(ARGV[3])
+local streams = tonumber(ARGV[6 + n])
 local plain = {'XADD', '', '*'}
 for i = 1, n do plain[#plain + 1] = ARGV[3 + i] end
 local raw = nil
-for k = first, #KEYS do
+for s = 1, streams do
   local args = plain
-  if string.sub(ARGV[2], k - first + 1, k - first + 1) == '1' then
+  if string.sub(ARGV[2], s, s) == '1' then
     if raw == nil then
       raw = {}
       for i = 1, #plain do raw[i] = plain[i] end
@@ -55,10 +72,41 @@ for k = first, #KEYS do
     end
     args = raw
   end
-  args[2] = KEYS[k]
-  redis.call(unpack(args))
+  args[2] = KEYS[first + s - 1]
+  local r = redis.pcall(unpack(args))
+  if type(r) == 'table' and r.err then
+    if first == 2 then redis.call('DEL', KEYS[1]) end
+    return r
+  end
 end
-if first == 2 then redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[1]) end
+local ret = ARGV[5 + n]
+if ret == '' then return 1 end
+local k = first + streams
+local h = KEYS[k]
+local hs = {'HSET', h, 'b', ARGV[7], 'd', ARGV[8 + n], 't', ARGV[11 + n]}
+if ARGV[9 + n] ~= '' then
+  hs[#hs + 1] = 'r'
+  hs[#hs + 1] = ARGV[4 + n]
+  hs[#hs + 1] = 'R'
+  hs[#hs + 1] = ARGV[9 + n]
+end
+if ARGV[10 + n] ~= '' then
+  hs[#hs + 1] = 'p'
+  hs[#hs + 1] = ARGV[10 + n]
+end
+redis.call(unpack(hs))
+redis.call('PEXPIRE', h, ret)
+k = k + 1
+if ARGV[7 + n] == '1' then
+  redis.call('SADD', KEYS[k], id)
+  redis.call('PEXPIRE', KEYS[k], ret)
+  k = k + 1
+end
+for i = k, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[11 + n], id)
+  if ARGV[12 + n] == '1' then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[13 + n]) end
+  redis.call('PEXPIRE', KEYS[i], ret)
+end
 return 1
 `)
 
