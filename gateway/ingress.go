@@ -30,7 +30,8 @@ var keptHeaders = []string{"Content-Type", "User-Agent", "I-Twilio-Idempotency-T
 func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	tid, sid := r.PathValue("tenant"), r.PathValue("source")
-	log := g.log.With("tenant", tid, "source", sid)
+	rl := &reqLog{base: g.log, attrs: []any{"tenant", tid, "source", sid}}
+	log := rl.get
 	rt := g.routing() // this request follows one configuration throughout
 	t := rt.tenants[tid]
 	var s *source
@@ -38,16 +39,16 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		s = t.sources[sid]
 	}
 	if s == nil {
-		g.fail(w, log, http.StatusNotFound, "unknown tenant or source", nil)
+		g.fail(w, log(), http.StatusNotFound, "unknown tenant or source", nil)
 		return
 	}
-	log = log.With("carrier", s.cfg.Carrier)
+	rl.with("carrier", s.cfg.Carrier)
 	if t.ingress != nil {
 		if res := t.ingress.ReserveN(start, 1); res.OK() {
 			if d := res.DelayFrom(start); d > 0 {
 				res.CancelAt(start)
 				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
-				g.fail(w, log, http.StatusTooManyRequests, "tenant ingress rate exceeded", nil)
+				g.fail(w, log(), http.StatusTooManyRequests, "tenant ingress rate exceeded", nil)
 				return
 			}
 		}
@@ -56,10 +57,10 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			g.fail(w, log, http.StatusRequestEntityTooLarge, "body larger than server.max_body_bytes", nil)
+			g.fail(w, log(), http.StatusRequestEntityTooLarge, "body larger than server.max_body_bytes", nil)
 			return
 		}
-		g.fail(w, log, http.StatusBadRequest, "cannot read body", err)
+		g.fail(w, log(), http.StatusBadRequest, "cannot read body", err)
 		return
 	}
 	req := &carrier.Request{
@@ -79,21 +80,21 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "5")
 		}
-		g.fail(w, log.With("url", redactURL(req.URL)), code, "verification failed", err)
+		g.fail(w, log().With("url", redactURL(req.URL)), code, "verification failed", err)
 		return
 	}
 	events, err := s.carrier.Parse(req)
 	if err != nil {
 		var sub *carrier.SNSSubscription
 		if errors.As(err, &sub) {
-			g.confirmSNS(w, r, log, s, req, sub)
+			g.confirmSNS(w, r, log(), s, req, sub)
 			return
 		}
-		g.fail(w, log, http.StatusBadRequest, "cannot parse callback", err)
+		g.fail(w, log(), http.StatusBadRequest, "cannot parse callback", err)
 		return
 	}
 	if err := validUTF8(events); err != nil {
-		g.fail(w, log, http.StatusBadRequest, "cannot parse callback", err)
+		g.fail(w, log(), http.StatusBadRequest, "cannot parse callback", err)
 		return
 	}
 	// A nonce is checked now but recorded only once the events are stored:
@@ -108,12 +109,12 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
-			g.fail(w, log, http.StatusServiceUnavailable, "store unavailable", err)
+			g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable", err)
 			return
 		}
 		if seen {
 			g.metrics.verificationFailed(tid, sid, errors.New("replayed nonce"))
-			g.fail(w, log, http.StatusUnauthorized, "verification failed", errors.New("replayed nonce"))
+			g.fail(w, log(), http.StatusUnauthorized, "verification failed", errors.New("replayed nonce"))
 			return
 		}
 	}
@@ -129,14 +130,14 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		e.Tenant, e.Source, e.Carrier = tid, sid, s.cfg.Carrier
 		dests := s.withPassthrough(t.cfg.Route(e)) // passthrough.go
 		if len(dests) == 0 {
-			log.Info("no route takes this event; not stored", "event_id", e.ID, "type", e.Type)
+			log().Info("no route takes this event; not stored", "event_id", e.ID, "type", e.Type)
 			g.metrics.unrouted(tid, sid)
 			continue
 		}
 		routed++
 		b, err := json.Marshal(e)
 		if err != nil {
-			g.fail(w, log, http.StatusInternalServerError, "cannot encode event", err)
+			g.fail(w, log(), http.StatusInternalServerError, "cannot encode event", err)
 			return
 		}
 		entry := &queue.Entry{
@@ -178,7 +179,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	defer report() // after the enqueue, so the attempt finds the event's history
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
-		g.fail(w, log, http.StatusServiceUnavailable, "store unavailable; try again", err)
+		g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable; try again", err)
 		return
 	}
 	var fresh []bool
@@ -189,7 +190,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		g.metrics.enqueued(tid, time.Since(enqStart))
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
-			g.fail(w, log, http.StatusServiceUnavailable, "store unavailable; try again", err)
+			g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable; try again", err)
 			return
 		}
 		if g.wake != nil {
@@ -201,7 +202,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		// The events are stored; a failure here only weakens replay
 		// protection (dedup still drops a replayed callback's events).
 		if _, err := g.store.Remember(r.Context(), tid, nonceKey, proof.TTL); err != nil {
-			log.Warn("recording nonce failed", "err", err.Error())
+			log().Warn("recording nonce failed", "err", err.Error())
 		}
 	}
 	dups := 0
@@ -227,8 +228,26 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
-	log.Info("callback", "code", resp.Status, "events", len(events), "routed", routed,
-		"stored", len(ids), "duplicates", dups, "event_ids", ids, "ms", g.now().Sub(start).Milliseconds())
+	// The one line of an accepted callback, without building a logger.
+	g.log.Info("callback", append(rl.attrs, "code", resp.Status, "events", len(events), "routed", routed,
+		"stored", len(ids), "duplicates", dups, "event_ids", ids, "ms", g.now().Sub(start).Milliseconds())...)
+}
+
+// reqLog is a callback's logger, built on first use: most callbacks write
+// one line, and a logger's With costs more than the line.
+type reqLog struct {
+	base  *slog.Logger
+	attrs []any
+	l     *slog.Logger
+}
+
+func (r *reqLog) with(args ...any) { r.attrs, r.l = append(r.attrs, args...), nil }
+
+func (r *reqLog) get() *slog.Logger {
+	if r.l == nil {
+		r.l = r.base.With(r.attrs...)
+	}
+	return r.l
 }
 
 // fail answers with code and logs why, once. err may hold detail for the

@@ -21,6 +21,9 @@ type maskHandler struct{ h slog.Handler }
 func (m maskHandler) Enabled(ctx context.Context, l slog.Level) bool { return m.h.Enabled(ctx, l) }
 
 func (m maskHandler) Handle(ctx context.Context, r slog.Record) error {
+	if !recordNeedsMask(r) {
+		return m.h.Handle(ctx, r) // the common case: nothing to mask, nothing copied
+	}
 	out := slog.NewRecord(r.Time, r.Level, MaskNumbers(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(maskAttr(a))
@@ -38,6 +41,40 @@ func (m maskHandler) WithAttrs(as []slog.Attr) slog.Handler {
 }
 
 func (m maskHandler) WithGroup(name string) slog.Handler { return maskHandler{m.h.WithGroup(name)} }
+
+// recordNeedsMask reports whether masking could change r (maskAttr would
+// change one of its attributes, or MaskNumbers its message).
+func recordNeedsMask(r slog.Record) bool {
+	need := hasLongDigitRun(r.Message)
+	if !need {
+		r.Attrs(func(a slog.Attr) bool {
+			need = attrNeedsMask(a.Value)
+			return !need
+		})
+	}
+	return need
+}
+
+func attrNeedsMask(v slog.Value) bool {
+	switch v.Kind() {
+	case slog.KindString:
+		return hasLongDigitRun(v.String())
+	case slog.KindGroup, slog.KindLogValuer:
+		return true // rare: let maskAttr resolve and walk it
+	case slog.KindAny:
+		switch x := v.Any().(type) {
+		case error:
+			return true
+		case []string:
+			for _, s := range x {
+				if hasLongDigitRun(s) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
 
 func maskAttr(a slog.Attr) slog.Attr {
 	v := a.Value.Resolve()

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -59,6 +60,33 @@ func TestMaskingLogger(t *testing.T) {
 		t.Error("maskingLogger wraps a masking logger again")
 	}
 }
+
+// Each kind of attribute is masked on its own too, behind a clean message
+// (the handler skips records with nothing to mask).
+func TestMaskingLoggerEachKind(t *testing.T) {
+	for name, attr := range map[string]slog.Attr{
+		"string":  slog.String("to", "+15555550199"),
+		"error":   slog.Any("err", errors.New("bad number +15555550199")),
+		"strings": slog.Any("numbers", []string{"ok", "+15555550199"}),
+		"group":   slog.Group("inner", "n", "+15555550199"),
+		"valuer":  slog.Any("v", numberValuer{}),
+	} {
+		var out syncWriter
+		maskingLogger(slog.New(slog.NewJSONHandler(&out, nil))).LogAttrs(context.Background(), slog.LevelInfo, "clean", slog.Int("n", 1), attr)
+		if got := out.String(); strings.Contains(got, "+15555550199") || !strings.Contains(got, "+1555***0199") {
+			t.Errorf("%s: %s", name, got)
+		}
+	}
+	var out syncWriter
+	maskingLogger(slog.New(slog.NewJSONHandler(&out, nil))).Info("clean", "id", "evt_1", "n", 3)
+	if got := out.String(); !strings.Contains(got, `"id":"evt_1"`) || !strings.Contains(got, `"n":3`) {
+		t.Errorf("a clean record changed: %s", got)
+	}
+}
+
+type numberValuer struct{}
+
+func (numberValuer) LogValue() slog.Value { return slog.StringValue("+15555550199") }
 
 func BenchmarkMaskNumbersClean(b *testing.B) {
 	b.ReportAllocs()

@@ -109,14 +109,14 @@ func (a *passAnswer) reply(h http.Header) carrier.Response {
 // (whatever its result): it completes the breaker's step and reports the
 // attempt to the worker's Observe hook (metrics, trace, history), whose
 // history record is dropped unless the event's history was written first.
-func (g *Gateway) passthrough(r *http.Request, log *slog.Logger, t *tenant, s *source, events []switchboard.Event, entries []*queue.Entry, start time.Time) (ans *passAnswer, report func(), err error) {
+func (g *Gateway) passthrough(r *http.Request, logger func() *slog.Logger, t *tenant, s *source, events []switchboard.Event, entries []*queue.Entry, start time.Time) (ans *passAnswer, report func(), err error) {
 	report = func() {}
 	pt := s.cfg.Passthrough
 	if pt == nil {
 		return nil, report, nil
 	}
 	tid, dest := t.cfg.ID, pt.Destination
-	log = log.With("destination", dest, "passthrough", true)
+	log := logger().With("destination", dest, "passthrough", true)
 	if len(events) != 1 {
 		if len(events) > 1 {
 			log.Info("pass-through skipped: the callback holds several events; they are queued for the destination")

@@ -501,7 +501,7 @@ func syncDir(dir string) {
 // goes with them, remembered in Redis once they are drained. On error
 // (the store's, wrapping switchboard.ErrUnavailable when Redis is away and
 // the journal cannot take the callback) nothing is acknowledged.
-func (g *Gateway) persist(ctx context.Context, log *slog.Logger, ttl time.Duration, nonce string, nonceTTL time.Duration, entries []*queue.Entry) (fresh []bool, spooled bool, err error) {
+func (g *Gateway) persist(ctx context.Context, log func() *slog.Logger, ttl time.Duration, nonce string, nonceTTL time.Duration, entries []*queue.Entry) (fresh []bool, spooled bool, err error) {
 	sp := g.spool
 	if sp == nil {
 		fresh, err = g.enqueue(ctx, ttl, entries...)
@@ -531,11 +531,11 @@ func (g *Gateway) persist(ctx context.Context, log *slog.Logger, ttl time.Durati
 	}
 	switch {
 	case !behind:
-		log.Warn("Redis unreachable: spooled callback", "event_ids", eventIDs(entries), "err", err.Error())
+		log().Warn("Redis unreachable: spooled callback", "event_ids", eventIDs(entries), "err", err.Error())
 	case sp.down.Load():
-		log.Warn("Redis unreachable: spooled callback", "event_ids", eventIDs(entries))
+		log().Warn("Redis unreachable: spooled callback", "event_ids", eventIDs(entries))
 	default: // Redis is back; the drainer has not caught up yet
-		log.Info("spooled callback behind earlier ones not yet drained", "event_ids", eventIDs(entries))
+		log().Info("spooled callback behind earlier ones not yet drained", "event_ids", eventIDs(entries))
 	}
 	fresh = make([]bool, len(entries))
 	for i := range fresh {

@@ -66,7 +66,7 @@ func (c *Twilio) Verify(r *Request) (Proof, error) {
 	case isJSON(r.Header):
 		jsonBody = true
 	default:
-		if form, err = url.ParseQuery(string(r.Body)); err != nil {
+		if form, err = params(r); err != nil { // parsed once, for Parse too
 			return Proof{}, badSignature("twilio", "body is not a valid form, so its signature cannot be computed")
 		}
 	}
