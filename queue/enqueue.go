@@ -186,8 +186,12 @@ func enqueueArgs(e *Entry, ttlMS string) ([]string, []any) {
 	if now.UnixMilli()%historyTrimEvery == 0 {
 		trim = "1"
 	}
+	bodyNow := "0" // the body goes into the record when a job ends (keep_body)
+	if len(e.Attempted) > 0 {
+		bodyNow = "1" // an attempted destination has no job to bring it
+	}
 	args = append(args, raw, strconv.FormatInt(ret, 10), strconv.Itoa(len(e.Destinations)), hasMsg,
 		strings.Join(routed, " "), strings.Join(rawFor, " "), e.TraceParent, millis(now),
-		trim, strconv.FormatInt(now.UnixMilli()-ret, 10))
+		trim, strconv.FormatInt(now.UnixMilli()-ret, 10), bodyNow)
 	return keys, args
 }

@@ -63,6 +63,29 @@ func mustRead(t testing.TB, s *Store, consumer string, want map[string]int) []Jo
 	return jobs
 }
 
+// deliverAll reads and acknowledges every queued job of dests, as
+// deliveries do, and returns how many it acknowledged.
+func deliverAll(t testing.TB, s *Store, dests ...string) int {
+	t.Helper()
+	want := map[string]int{}
+	for _, d := range dests {
+		want[d] = 10_000
+	}
+	n := 0
+	for {
+		jobs := mustRead(t, s, "deliverer", want)
+		if len(jobs) == 0 {
+			return n
+		}
+		for i := range jobs {
+			if err := s.Ack(ctxT(t), &jobs[i]); err != nil {
+				t.Fatalf("Ack: %v", err)
+			}
+			n++
+		}
+	}
+}
+
 func mustStats(t testing.TB, s *Store, dests ...string) map[string]Stats {
 	t.Helper()
 	st, err := s.Stats(ctxT(t), tenant, dests, time.Now())

@@ -2,8 +2,11 @@ package queue
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,13 +21,22 @@ import (
 //
 //	sb:{t}:h:e:<event id>    hash: b body, d routed destinations (space-separated),
 //	                         t arrival unix ms, r raw callback and R the destinations
-//	                         that need it (only when some do), p traceparent
+//	                         that need it (only when some do), p traceparent; while
+//	                         the event's jobs are all queued, q (the entry id of the
+//	                         job for the first destination in d) instead of b: the body is kept
+//	                         once, in the jobs, and copied into the record when the
+//	                         first job ends or moves (keep_body in scripts.go)
 //	sb:{t}:h:a:<event id>    list of the event's delivery attempts (JSON), the
 //	                         newest MaxAttemptLog kept
-//	sb:{t}:h:m:<message id>  set of event ids with that carrier message id
-//	sb:{t}:h:d:<dest>        sorted set of event ids routed to dest, score = arrival
-//	                         unix ms, trimmed to the retention now and then
-//	                         (historyTrimEvery)
+//	sb:{t}:h:m:<hash>        (16 base64url characters of the SHA-256 of the message id)
+//	                         the event ids with that carrier message id, each
+//	                         followed by a space (a string: a set of one
+//	                         member costs Redis 7.0 about 250 bytes)
+//	sb:{t}:h:t:<dest>        stream of the event ids routed to dest (field i), entry
+//	                         id = arrival unix ms (or the time of the enqueue, for an
+//	                         event that arrives behind the stream's last entry), trimmed
+//	                         to the retention now and then (historyTrimEvery); a
+//	                         stream packs an entry in ~40 bytes, a sorted set in ~130
 //
 // enqueueScript writes them with the event's jobs, in the same script run.
 //
@@ -38,9 +50,14 @@ func historyKey(tenant, id string) string { return tenantPrefix(tenant) + "h:e:"
 
 func attemptsKey(tenant, id string) string { return tenantPrefix(tenant) + "h:a:" + id }
 
-func messageKey(tenant, msg string) string { return tenantPrefix(tenant) + "h:m:" + msg }
+// messageKey names the index of message id msg by a hash of it: message
+// ids run to 40 characters and more, and this key is one per message.
+func messageKey(tenant, msg string) string {
+	sum := sha256.Sum256([]byte(msg))
+	return tenantPrefix(tenant) + "h:m:" + base64.RawURLEncoding.EncodeToString(sum[:12])
+}
 
-func destIndexKey(tenant, dest string) string { return tenantPrefix(tenant) + "h:d:" + dest }
+func destIndexKey(tenant, dest string) string { return tenantPrefix(tenant) + "h:t:" + dest }
 
 // Attempt is one delivery attempt of an event, as kept in its history.
 type Attempt struct {
@@ -128,11 +145,13 @@ func (s *Store) HistoryByMessage(ctx context.Context, tenant, msg string) ([]His
 	if msg == "" {
 		return nil, nil
 	}
-	ids, err := s.rdb.SMembers(ctx, messageKey(tenant, msg)).Result()
+	list, err := s.rdb.Get(ctx, messageKey(tenant, msg)).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable("history by message", err)
 	}
+	ids := strings.Fields(list)
 	slices.Sort(ids) // event ids sort by arrival
+	ids = slices.Compact(ids)
 	return s.histories(ctx, tenant, ids)
 }
 
@@ -146,21 +165,49 @@ func (s *Store) histories(ctx context.Context, tenant string, ids []string) ([]H
 	hs := make([]*redis.SliceCmd, len(ids))
 	as := make([]*redis.StringSliceCmd, len(ids))
 	for i, id := range ids {
-		hs[i] = pipe.HMGet(ctx, historyKey(tenant, id), "b", "d", "t")
+		hs[i] = pipe.HMGet(ctx, historyKey(tenant, id), "b", "d", "t", "q")
 		as[i] = pipe.LRange(ctx, attemptsKey(tenant, id), 0, -1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable("history", err)
 	}
+	// A record whose jobs are all still queued has no body: it is in the
+	// job for its first destination (q = that job's entry id).
+	queued := map[int]*redis.XMessageSliceCmd{}
+	pipe = s.rdb.Pipeline()
+	for i, c := range hs {
+		if v := c.Val(); len(v) == 4 && v[0] == nil && v[2] != nil && v[3] != nil {
+			if dests := strings.Fields(toString(v[1])); len(dests) > 0 {
+				id := toString(v[3])
+				queued[i] = pipe.XRange(ctx, streamKey(tenant, dests[0]), id, id)
+			}
+		}
+	}
+	if len(queued) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, unavailable("history", err)
+		}
+	}
 	var out []HistoryEvent
 	for i, id := range ids {
 		v := hs[i].Val()
-		if len(v) != 3 || v[0] == nil {
+		if len(v) != 4 || v[2] == nil {
+			continue // not (or no longer) kept
+		}
+		body := toString(v[0])
+		if c := queued[i]; v[0] == nil && c != nil {
+			if msgs := c.Val(); len(msgs) == 1 {
+				body = toString(msgs[0].Values[fBody])
+			}
+		}
+		if body == "" {
+			// Its jobs ended by a way that did not keep the body (their
+			// stream was deleted by hand): nothing left to show.
 			continue
 		}
 		ev := HistoryEvent{
 			ID:           id,
-			Event:        []byte(toString(v[0])),
+			Event:        []byte(body),
 			Destinations: strings.Fields(toString(v[1])),
 			ReceivedAt:   parseMillis(toString(v[2])),
 		}
@@ -182,28 +229,43 @@ func (s *Store) histories(ctx context.Context, tenant string, ids []string) ([]H
 // recoverScript re-sends one batch of a destination's history window.
 //
 // KEYS[1] destination index, KEYS[2] destination stream.
-// ARGV[1] min score, ARGV[2] offset, ARGV[3] max score, ARGV[4] batch size,
-// ARGV[5] event hash key prefix, ARGV[6] destination, ARGV[7] now unix ms.
+// ARGV[1] first index entry id, ARGV[2] last index entry id, ARGV[3] batch
+// size, ARGV[4] event hash key prefix, ARGV[5] destination, ARGV[6] now
+// unix ms, ARGV[7] the tenant's key prefix.
 //
-// Returns {re-sent, entries scanned, last score scanned, entries scanned at
-// that score}. Events whose hash has expired are skipped.
+// Returns {re-sent, entries scanned, id of the last entry scanned}. Events
+// whose record has expired are skipped.
 var recoverScript = redis.NewScript(`
-local r = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES', 'LIMIT', ARGV[2], ARGV[4])
-local n, last, ties = 0, '', 0
-for i = 1, #r, 2 do
-  local id, score = r[i], r[i + 1]
-  if score == last then ties = ties + 1 else last, ties = score, 1 end
-  local h = redis.call('HMGET', ARGV[5] .. id, 'b', 'r', 'R', 'p')
+local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+local n, last = 0, ''
+for i = 1, #r do
+  last = r[i][1]
+  local f, id = r[i][2], nil
+  for j = 1, #f, 2 do
+    if f[j] == 'i' then id = f[j + 1] end
+  end
+  local h = id and redis.call('HMGET', ARGV[4] .. id, 'b', 'r', 'R', 'p', 'q', 'd') or {}
+  if id and not h[1] and h[5] and h[6] then
+    -- all its jobs are queued: the body is in the one for its first destination
+    local first = string.match(h[6], '^(%S+)')
+    local e = first and redis.call('XRANGE', ARGV[7] .. 'd:' .. first, h[5], h[5])
+    if e and e[1] then
+      local ef = e[1][2]
+      for j = 1, #ef, 2 do
+        if ef[j] == 'b' then h[1] = ef[j + 1] end
+      end
+    end
+  end
   if h[1] then
     local args = {'XADD', KEYS[2], '*', 'i', id, 'b', h[1]}
-    if h[2] and h[3] and string.find(' ' .. h[3] .. ' ', ' ' .. ARGV[6] .. ' ', 1, true) then
+    if h[2] and h[3] and string.find(' ' .. h[3] .. ' ', ' ' .. ARGV[5] .. ' ', 1, true) then
       args[#args + 1] = 'r'
       args[#args + 1] = h[2]
     end
     args[#args + 1] = 'a'
     args[#args + 1] = '0'
     args[#args + 1] = 't'
-    args[#args + 1] = ARGV[7]
+    args[#args + 1] = ARGV[6]
     if h[4] then
       args[#args + 1] = 'p'
       args[#args + 1] = h[4]
@@ -212,8 +274,28 @@ for i = 1, #r, 2 do
     n = n + 1
   end
 end
-return {n, #r / 2, last, ties}
+return {n, #r, last}
 `)
+
+// nextStreamID is the stream entry id right after id ("<ms>-<seq>").
+func nextStreamID(id string) (string, bool) {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok {
+		return "", false
+	}
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return "", false
+	}
+	if n == math.MaxUint64 {
+		m, err := strconv.ParseUint(ms, 10, 64)
+		if err != nil {
+			return "", false
+		}
+		return strconv.FormatUint(m+1, 10) + "-0", true
+	}
+	return ms + "-" + strconv.FormatUint(n+1, 10), true
+}
 
 // recoverBatch bounds the events one recoverScript call re-sends.
 const recoverBatch = 256
@@ -231,31 +313,28 @@ func (s *Store) Recover(ctx context.Context, tenant, dest string, since, until, 
 		return 0, nil
 	}
 	keys := []string{destIndexKey(tenant, dest), streamKey(tenant, dest)}
-	lo, hi := millis(since), millis(until)
-	offset, total := 0, 0
+	lo, hi := millis(since)+"-0", millis(until)+"-18446744073709551615"
+	total := 0
 	for {
-		res, err := recoverScript.Run(ctx, s.rdb, keys, lo, offset, hi, recoverBatch,
-			tenantPrefix(tenant)+"h:e:", dest, millis(now)).Slice()
+		res, err := recoverScript.Run(ctx, s.rdb, keys, lo, hi, recoverBatch,
+			tenantPrefix(tenant)+"h:e:", dest, millis(now), tenantPrefix(tenant)).Slice()
 		if err != nil {
 			return total, unavailable("recover", err)
 		}
-		if len(res) != 4 {
+		if len(res) != 3 {
 			return total, unavailable("recover", errUnexpectedReply)
 		}
-		n, scanned, ties := toInt64(res[0]), toInt64(res[1]), toInt64(res[3])
+		n, scanned := toInt64(res[0]), toInt64(res[1])
 		total += int(n)
 		if scanned < recoverBatch {
 			return total, nil
 		}
-		// Resume after the last entry scanned: at its score, past the
-		// entries of that score already seen (they sort by event id, i.e.
-		// by arrival, within one millisecond).
-		last := toString(res[2])
-		if last == lo {
-			offset += int(ties)
-		} else {
-			lo, offset = last, int(ties)
+		// Resume right after the last index entry scanned.
+		next, ok := nextStreamID(toString(res[2]))
+		if !ok {
+			return total, unavailable("recover", errUnexpectedReply)
 		}
+		lo = next
 	}
 }
 

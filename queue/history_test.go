@@ -191,8 +191,8 @@ func TestRecover(t *testing.T) {
 	entries = append(entries, historyEntry(605, base.Add(time.Second), "", "legacy"))
 	entries = append(entries, historyEntry(606, base.Add(time.Minute), "", "crm"))
 	mustEnqueue(t, s, entries...)
-	if err := rdb.Del(ctx, streamKey(tenant, "crm"), streamKey(tenant, "legacy")).Err(); err != nil {
-		t.Fatal(err)
+	if n := deliverAll(t, s, "crm", "legacy"); n != len(entries)+3 {
+		t.Fatalf("delivered %d jobs, want %d", n, len(entries)+3)
 	}
 
 	now := time.Now().Truncate(time.Millisecond)
@@ -251,15 +251,25 @@ func TestHistoryTrimmedToRetention(t *testing.T) {
 	now := time.UnixMilli(time.Now().UnixMilli()/historyTrimEvery*historyTrimEvery + 1)
 	old := historyEntry(1, now.Add(-2*time.Hour), "", "crm")
 	mustEnqueue(t, s, old, historyEntry(2, now, "", "crm"))
-	ids, err := rdb.ZRange(ctx, destIndexKey(tenant, "crm"), 0, -1).Result()
+	ids, err := indexIDs(ctx, rdb, "crm")
 	if err != nil || !slices.Equal(ids, []string{"evt_0001", "evt_0002"}) {
 		t.Errorf("index = %v, %v; want both events before a trim", ids, err)
 	}
 	mustEnqueue(t, s, historyEntry(3, now.Add(historyTrimEvery*time.Millisecond-time.Millisecond), "", "crm"))
-	ids, err = rdb.ZRange(ctx, destIndexKey(tenant, "crm"), 0, -1).Result()
+	ids, err = indexIDs(ctx, rdb, "crm")
 	if err != nil || !slices.Equal(ids, []string{"evt_0002", "evt_0003"}) {
 		t.Errorf("index = %v, %v; want only the events within the retention", ids, err)
 	}
+}
+
+// indexIDs lists the event ids in dest's history index, oldest first.
+func indexIDs(ctx context.Context, rdb *redis.Client, dest string) ([]string, error) {
+	msgs, err := rdb.XRange(ctx, destIndexKey(tenant, dest), "-", "+").Result()
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		ids = append(ids, fmt.Sprint(m.Values["i"]))
+	}
+	return ids, err
 }
 
 func TestHistoryAfterScriptFlush(t *testing.T) {
@@ -294,8 +304,8 @@ func TestRecoverEmbedded(t *testing.T) {
 	e := historyEntry(1, base, "", "crm", "legacy")
 	e.Raw, e.RawFor = []byte("raw\x00"), []string{"legacy"}
 	mustEnqueue(t, s, e, historyEntry(2, base, "", "crm"), historyEntry(3, base.Add(time.Second), "", "crm"))
-	if err := rdb.Del(ctx, streamKey(tenant, "crm"), streamKey(tenant, "legacy")).Err(); err != nil {
-		t.Fatal(err)
+	if n := deliverAll(t, s, "crm", "legacy"); n != 4 {
+		t.Fatalf("delivered %d jobs, want 4", n)
 	}
 	if n, err := s.Recover(ctx, tenant, "crm", base, base, time.Now()); err != nil || n != 2 {
 		t.Fatalf("Recover crm = %d, %v; want 2", n, err)
@@ -329,4 +339,93 @@ func BenchmarkEnqueueWithHistory(b *testing.B) {
 		}
 		n++
 	}
+}
+
+// TestHistoryKeepsBodyOnce: while an event's jobs are queued its record
+// holds no body (the jobs do) yet History shows it; whichever way the first
+// job ends or moves — delivered, retried, dead-lettered, released, pulled
+// and acknowledged, settled in order — the body is copied into the record
+// before the job's entry goes, so the history still has it afterwards.
+func TestHistoryKeepsBodyOnce(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		ends := map[string]func(j *Job) error{
+			"ack":     func(j *Job) error { return s.Ack(ctx, j) },
+			"retry":   func(j *Job) error { return s.Retry(ctx, j, 1, time.Now().Add(time.Hour), "HTTP 500") },
+			"dead":    func(j *Job) error { return s.DeadLetter(ctx, j, 1, "HTTP 410", time.Now()) },
+			"release": func(j *Job) error { return s.Release(ctx, j) },
+			"settle":  func(j *Job) error { return s.Settle(ctx, j, nil) },
+		}
+		n := 0
+		bodies := map[string]string{}
+		for name, end := range ends {
+			n++
+			dest := "d-" + name
+			e := historyEntry(n, time.Now(), "", dest)
+			bodies[dest] = string(e.Event)
+			mustEnqueue(t, s, e)
+			rec := historyKey(tenant, e.EventID)
+			if has, _ := rdb.HExists(ctx, rec, "b").Result(); has {
+				t.Errorf("%s: the record of a queued event holds the body (kept twice)", name)
+			}
+			h, ok, err := s.History(ctx, tenant, e.EventID)
+			if err != nil || !ok || string(h.Event) != string(e.Event) {
+				t.Fatalf("%s: History of the queued event = %q, %v, %v; want its body", name, h.Event, ok, err)
+			}
+			jobs := mustRead(t, s, "c1", map[string]int{dest: 1})
+			if len(jobs) != 1 {
+				t.Fatalf("%s: read %d jobs", name, len(jobs))
+			}
+			if err := end(&jobs[0]); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if b, _ := rdb.HGet(ctx, rec, "b").Result(); b != string(e.Event) {
+				t.Errorf("%s: after the job moved on the record's body = %q, want the event", name, b)
+			}
+		}
+
+		// A pull hand-out acknowledged.
+		e := historyEntry(100, time.Now(), "", "puller")
+		mustEnqueue(t, s, e)
+		outs, _, err := s.Pull(ctx, &Pull{Tenant: tenant, Destination: "puller", Max: 1, Visibility: time.Minute, MaxAttempts: 5})
+		if err != nil || len(outs) != 1 {
+			t.Fatalf("Pull = %d, %v", len(outs), err)
+		}
+		if _, err := s.PullAck(ctx, tenant, "puller", []string{outs[0].Receipt}); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := rdb.HGet(ctx, historyKey(tenant, e.EventID), "b").Result(); b != string(e.Event) {
+			t.Errorf("pull ack: the record's body = %q, want the event", b)
+		}
+		// Recover re-sends a delivered event with its kept body.
+		if n, err := s.Recover(ctx, tenant, "d-ack", time.Now().Add(-time.Minute), time.Now(), time.Now()); err != nil || n != 1 {
+			t.Fatalf("Recover = %d, %v; want 1", n, err)
+		}
+		jobs := mustRead(t, s, "c1", map[string]int{"d-ack": 1})
+		if len(jobs) != 1 || string(jobs[0].Event) != bodies["d-ack"] {
+			t.Errorf("recovered job = %+v, want the event with its body", jobs)
+		}
+	})
+}
+
+// TestHistoryIndexTakesLateArrivals: an event that arrives behind the
+// index's last entry (another instance's clock, a drained spool) is still
+// indexed — at the time of its enqueue — and recoverable.
+func TestHistoryIndexTakesLateArrivals(t *testing.T) {
+	t.Parallel()
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		now := time.Now()
+		mustEnqueue(t, s, historyEntry(1, now, "", "crm"))
+		mustEnqueue(t, s, historyEntry(2, now.Add(-10*time.Minute), "", "crm"))
+		ids, err := indexIDs(ctx, rdb, "crm")
+		if err != nil || !slices.Equal(ids, []string{"evt_0001", "evt_0002"}) {
+			t.Fatalf("index = %v, %v; want both events", ids, err)
+		}
+		deliverAll(t, s, "crm")
+		if n, err := s.Recover(ctx, tenant, "crm", now.Add(-time.Second), time.Now().Add(time.Second), time.Now()); err != nil || n != 2 {
+			t.Errorf("Recover = %d, %v; want 2", n, err)
+		}
+	})
 }

@@ -91,7 +91,8 @@ return 1
 //
 // KEYS[1] stream, KEYS[2] hold hash, KEYS[3] rank key. ARGV[1] entry id,
 // ARGV[2] rank (0: none), ARGV[3] rank ttl ms.
-var settleScript = redis.NewScript(`
+var settleScript = redis.NewScript(luaKeepBody + `
+keep_body(KEYS[1], ARGV[1])
 redis.call('XACK', KEYS[1], 'sb', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -107,9 +108,10 @@ return 1
 //
 // KEYS[1] stream, KEYS[2] dlq, KEYS[3] counters, KEYS[4] hold hash.
 // ARGV[1] entry id, ARGV[2] destination, ARGV[3..] dlq field/value pairs.
-var buryHeldScript = redis.NewScript(`
+var buryHeldScript = redis.NewScript(luaKeepBody + `
 redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('XACK', KEYS[1], 'sb', ARGV[1]) == 0 then return 0 end
+keep_body(KEYS[1], ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 local args = {'XADD', KEYS[2], '*'}
 for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
@@ -124,9 +126,10 @@ return 1
 // KEYS[1] stream, KEYS[2] hold hash, KEYS[3] rank key, KEYS[4] counters.
 // ARGV[1] entry id, ARGV[2] rank, ARGV[3] destination. Returns 1 if
 // dropped.
-var dropStaleScript = redis.NewScript(`
+var dropStaleScript = redis.NewScript(luaKeepBody + `
 local last = redis.call('GET', KEYS[3])
 if not last or tonumber(ARGV[2]) > (tonumber(last) or 0) then return 0 end
+keep_body(KEYS[1], ARGV[1])
 redis.call('XACK', KEYS[1], 'sb', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])

@@ -71,7 +71,7 @@ type Handout struct {
 // dead-letters it when that would exceed max attempts — and appends the
 // hand-out to out. Variables set by the including script: stream, dlq,
 // counts, dest, now, maxAttempts, errmsg, out, dead.
-const pullCommon = `
+const pullCommon = luaKeepBody + `
 local function field(fields, name)
   for i = 1, #fields, 2 do
     if fields[i] == name then return fields[i + 1] end
@@ -88,6 +88,7 @@ local function handOut(id, cnt)
   local a = tonumber(field(fields, 'a') or '0') or 0
   if a + cnt >= maxAttempts then
     redis.call('XACK', stream, 'sb', id)
+    keep_body(stream, id)
     redis.call('XDEL', stream, id)
     local args = {'XADD', dlq, '*', 'd', dest, 'f', now}
     for i = 1, #fields, 2 do
@@ -204,7 +205,7 @@ return out
 //
 // KEYS[1] stream. ARGV: entry id, count, entry id, count, ...
 // Returns the 1-based positions of the pairs acknowledged.
-var pullAckScript = redis.NewScript(`
+var pullAckScript = redis.NewScript(luaKeepBody + `
 local ok = redis.pcall('XPENDING', KEYS[1], 'sb')
 if type(ok) == 'table' and ok.err then return {} end
 local acked = {}
@@ -212,6 +213,7 @@ for i = 1, #ARGV, 2 do
   local p = redis.call('XPENDING', KEYS[1], 'sb', ARGV[i], ARGV[i], 1)
   if p[1] and tostring(p[1][4]) == ARGV[i + 1] then
     redis.call('XACK', KEYS[1], 'sb', ARGV[i])
+    keep_body(KEYS[1], ARGV[i])
     redis.call('XDEL', KEYS[1], ARGV[i])
     acked[#acked + 1] = (i + 1) / 2
   end

@@ -10,7 +10,10 @@
 //	sb:{t}:d:<dest>     stream per destination, consumer group "sb"
 //	sb:{t}:retry        sorted set of jobs waiting for their next attempt, score = due unix ms
 //	sb:{t}:dlq          stream of dead jobs
-//	sb:{t}:seen:<key>   dedup marker with a TTL
+//	sb:{t}:seen:<hash>  dedup marker with a TTL; <hash> is 22 base64url
+//	                    characters of the SHA-256 of the dedup key (which
+//	                    holds a message id and a phone number: shorter, and
+//	                    no number in a key name)
 //	sb:{t}:nonce:<key>  remembered nonce or JWT id with a TTL (Remember)
 //	sb:{t}:rate         the tenant's delivery_rate, GCRA arrival time in ms (ReserveRate)
 //	sb:{t}:rate:<dest>  a destination's rate, likewise
@@ -30,6 +33,8 @@ package queue
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -186,7 +191,10 @@ func retryKey(tenant string) string { return tenantPrefix(tenant) + "retry" }
 
 func dlqKey(tenant string) string { return tenantPrefix(tenant) + "dlq" }
 
-func seenKey(tenant, key string) string { return tenantPrefix(tenant) + "seen:" + key }
+func seenKey(tenant, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return tenantPrefix(tenant) + "seen:" + base64.RawURLEncoding.EncodeToString(sum[:16])
+}
 
 func countsKey(tenant string) string { return tenantPrefix(tenant) + "counts" }
 

@@ -12,6 +12,28 @@ import "github.com/redis/go-redis/v9"
 // known inside the script. The key carries the tenant's hash tag, so it is in
 // the slot of the declared keys.
 
+// luaKeepBody is prepended to every script that ends or moves a job. While
+// its jobs are queued, an event's history record does not hold the body
+// (the job does; see enqueueScript): keep_body copies it from the job's
+// stream entry into the record, if the record is still there and lacks it,
+// before the entry goes. The record's key is the stream key's tenant prefix
+// ("sb:{t}:", same hash slot) + "h:e:" + the event id.
+const luaKeepBody = `
+local function keep_body(stream, id)
+  local e = redis.call('XRANGE', stream, id, id)
+  if #e == 0 then return end
+  local f, ev, body = e[1][2], nil, nil
+  for i = 1, #f, 2 do
+    if f[i] == 'i' then ev = f[i + 1] elseif f[i] == 'b' then body = f[i + 1] end
+  end
+  if not ev or not body then return end
+  local h = string.match(stream, '^(.-}:)') .. 'h:e:' .. ev
+  if redis.call('HEXISTS', h, 't') == 1 and redis.call('HEXISTS', h, 'b') == 0 then
+    redis.call('HSET', h, 'b', body)
+  end
+end
+`
+
 // luaCommon is prepended to scripts that need its helpers.
 const luaCommon = `
 local function decr(h, f)
@@ -61,6 +83,7 @@ local streams = tonumber(ARGV[6 + n])
 local plain = {'XADD', '', '*'}
 for i = 1, n do plain[#plain + 1] = ARGV[3 + i] end
 local raw = nil
+local q = nil
 for s = 1, streams do
   local args = plain
   if string.sub(ARGV[2], s, s) == '1' then
@@ -78,12 +101,20 @@ for s = 1, streams do
     if first == 2 then redis.call('DEL', KEYS[1]) end
     return r
   end
+  if q == nil then q = r end
 end
 local ret = ARGV[5 + n]
 if ret == '' then return 1 end
 local k = first + streams
 local h = KEYS[k]
-local hs = {'HSET', h, 'b', ARGV[7], 'd', ARGV[8 + n], 't', ARGV[11 + n]}
+local hs = {'HSET', h, 'd', ARGV[8 + n], 't', ARGV[11 + n]}
+if ARGV[14 + n] == '1' or q == nil then
+  hs[#hs + 1] = 'b'
+  hs[#hs + 1] = ARGV[7]
+else
+  hs[#hs + 1] = 'q'
+  hs[#hs + 1] = q
+end
 if ARGV[9 + n] ~= '' then
   hs[#hs + 1] = 'r'
   hs[#hs + 1] = ARGV[4 + n]
@@ -98,20 +129,24 @@ redis.call(unpack(hs))
 redis.call('PEXPIRE', h, ret)
 k = k + 1
 if ARGV[7 + n] == '1' then
-  redis.call('SADD', KEYS[k], id)
+  redis.call('APPEND', KEYS[k], id .. ' ')
   redis.call('PEXPIRE', KEYS[k], ret)
   k = k + 1
 end
 for i = k, #KEYS do
-  redis.call('ZADD', KEYS[i], ARGV[11 + n], id)
-  if ARGV[12 + n] == '1' then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[13 + n]) end
+  -- The entry's id is the arrival time, unless an entry of a later time
+  -- is there already (another instance's clock, a drained spool): then now.
+  local r = redis.pcall('XADD', KEYS[i], ARGV[11 + n] .. '-*', 'i', id)
+  if type(r) == 'table' and r.err then redis.call('XADD', KEYS[i], '*', 'i', id) end
+  if ARGV[12 + n] == '1' then redis.call('XTRIM', KEYS[i], 'MINID', ARGV[13 + n]) end
   redis.call('PEXPIRE', KEYS[i], ret)
 end
 return 1
 `)
 
 // ackScript: KEYS[1] stream; ARGV[1] entry id.
-var ackScript = redis.NewScript(`
+var ackScript = redis.NewScript(luaKeepBody + `
+keep_body(KEYS[1], ARGV[1])
 local n = redis.call('XACK', KEYS[1], 'sb', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 return n
@@ -121,8 +156,9 @@ return n
 //
 // KEYS[1] stream, KEYS[2] retry set, KEYS[3] counters.
 // ARGV[1] entry id, ARGV[2] due unix ms, ARGV[3] member, ARGV[4] destination.
-var retryScript = redis.NewScript(`
+var retryScript = redis.NewScript(luaKeepBody + `
 if redis.call('XACK', KEYS[1], 'sb', ARGV[1]) == 0 then return 0 end
+keep_body(KEYS[1], ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 if redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'r:' .. ARGV[4], 1)
@@ -135,8 +171,9 @@ return 1
 //
 // KEYS[1] stream, KEYS[2] dlq, KEYS[3] counters.
 // ARGV[1] entry id, ARGV[2] destination, ARGV[3..] dlq field/value pairs.
-var deadScript = redis.NewScript(`
+var deadScript = redis.NewScript(luaKeepBody + `
 if redis.call('XACK', KEYS[1], 'sb', ARGV[1]) == 0 then return 0 end
+keep_body(KEYS[1], ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 local args = {'XADD', KEYS[2], '*'}
 for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
@@ -149,8 +186,9 @@ return 1
 // group, if it is still pending.
 //
 // KEYS[1] stream. ARGV[1] entry id, ARGV[2..] field/value pairs.
-var releaseScript = redis.NewScript(`
+var releaseScript = redis.NewScript(luaKeepBody + `
 if redis.call('XACK', KEYS[1], 'sb', ARGV[1]) == 0 then return 0 end
+keep_body(KEYS[1], ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 local args = {'XADD', KEYS[1], '*'}
 for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
