@@ -426,6 +426,10 @@ func (v *validator) validate() {
 		}
 		for i, r := range t.Routes {
 			rp := fmt.Sprintf("%s.routes[%d]", tp, i)
+			if r == nil {
+				v.fail(rp, "is empty: a route needs to: (the destinations it delivers to)")
+				continue
+			}
 			r.Line = v.lines[rp].line
 			r.File = v.lines[rp].file
 			v.route(rp, t, r)

@@ -172,6 +172,7 @@ func TestValidationErrors(t *testing.T) {
     routes:
       - to: [crm, ghost]
       - to: []
+      -
 `
 	p, errs := loadErrors(t, body, nil)
 	got := errs.Error()
@@ -185,6 +186,7 @@ func TestValidationErrors(t *testing.T) {
 		p + ":17: tenants.acme.destinations.tw2.retry.max_attempts: must be at least 1",
 		p + `:19: tenants.acme.routes[0].to[1]: destination "ghost" is not defined in tenant acme`,
 		p + ":20: tenants.acme.routes[1].to: must name at least one destination",
+		p + ":21: tenants.acme.routes[2]: is empty: a route needs to:",
 	} {
 		if !strings.Contains(got, w) {
 			t.Errorf("errors lack %q; got:\n%s", w, got)
