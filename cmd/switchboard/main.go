@@ -157,6 +157,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// serveGCPercent is serve's garbage collection target unless GOGC is set.
+const serveGCPercent = 400
+
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", "serve --config FILE [--watch]", stderr)
 	file := fs.String("config", "", "configuration `file`")
@@ -165,6 +168,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the whole run to `file`")
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
+	}
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small (the backlog lives in Redis): collecting
+		// at 5x it rather than 2x cut the gateway's CPU per callback by
+		// 14% in make bench, for some tens of MiB. GOGC overrides.
+		debug.SetGCPercent(serveGCPercent)
 	}
 	lw := newLogWriter(stderr) // one write for many lines under load
 	defer lw.Close()
