@@ -37,6 +37,7 @@ type Config struct {
 // Result is what a run measured.
 type Result struct {
 	Requests, Errors int
+	Start            time.Time // when the first request went out
 	Elapsed          time.Duration
 	P50, P99         time.Duration
 }
@@ -149,7 +150,7 @@ func Run(ctx context.Context, cfg Config, cbs []Callback) Result {
 	elapsed := time.Since(start)
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	r := Result{Requests: len(all), Errors: int(errs.Load()), Elapsed: elapsed}
+	r := Result{Requests: len(all), Errors: int(errs.Load()), Start: start, Elapsed: elapsed}
 	if len(all) > 0 {
 		r.P50 = all[len(all)/2]
 		r.P99 = all[min(len(all)-1, len(all)*99/100)]
