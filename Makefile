@@ -44,7 +44,7 @@ tidy:
 # floor server, ingest, end to end, memory; writes bench-results.md.
 # BENCH_SHORT=1 for a quick pass, BENCH_RUNS / BENCH_SECONDS to tune.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./...
 	BENCH_OUT=bench-results.md $(GO) run ./test/bench
 
 # chaos: the long fault suite (kills, Redis restarts and outages under load).

@@ -3,8 +3,8 @@ package carrier
 import (
 	"net/url"
 	"os"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 )
 
