@@ -103,7 +103,15 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	nonceKey := ""
 	if proof.Nonce != "" {
 		nonceKey = sid + ":" + proof.Nonce
-		seen, err := g.store.Recorded(r.Context(), tid, nonceKey)
+		var seen bool
+		var err error
+		if g.spool != nil && g.spool.down.Load() {
+			// Redis failed a moment ago: the journal answers alone, rather
+			// than every callback waiting out a dial timeout first.
+			err = switchboard.ErrUnavailable
+		} else {
+			seen, err = g.store.Recorded(r.Context(), tid, nonceKey)
+		}
 		if g.spool != nil {
 			seen, err = g.spool.recorded(tid, nonceKey, seen, err) // spool.go
 		}

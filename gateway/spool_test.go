@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -364,6 +365,8 @@ tenants:
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr, MaxRetries: 1}) // as Start sets it
 	t.Cleanup(func() { _ = rdb.Close() })
+	nonceChecks := &commandCounter{name: "exists"}
+	rdb.AddHook(nonceChecks)
 	store := queue.New(rdb)
 	logs := &syncWriter{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
@@ -393,8 +396,12 @@ tenants:
 	if code := nonced(); code != http.StatusOK {
 		t.Fatalf("a nonced callback with Redis down: %d, want 200 (spooled)", code)
 	}
+	before := nonceChecks.n.Load()
 	if code := nonced(); code != http.StatusUnauthorized {
 		t.Errorf("its replay with Redis down: %d, want 401 (the journal holds the nonce)", code)
+	}
+	if n := nonceChecks.n.Load() - before; n != 0 {
+		t.Errorf("with Redis known down, the nonce check still asked Redis %d times (each waits out a dial timeout)", n)
 	}
 	if resp, _ := f.post(t, "/hooks/acme/tw", self, inboundForm("SM2"), nil); resp.StatusCode != 200 {
 		t.Fatalf("with Redis down: %d, want 200 (spooled)", resp.StatusCode)
@@ -486,4 +493,25 @@ type bytesReaderAt []byte
 
 func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return copy(p, b[off:]), nil
+}
+
+// commandCounter counts the commands named name a client sends.
+type commandCounter struct {
+	name string
+	n    atomic.Int64
+}
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == c.name {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
