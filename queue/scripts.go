@@ -51,31 +51,36 @@ end
 //
 // ARGV[1] dedup TTL in ms, empty = no dedup
 // ARGV[2] one '1' or '0' per stream: does it get the raw field
-// ARGV[3] n, the number of field/value arguments that follow; the first
-//
-//	four are 'i', the event id, 'b', the body
-//
+// ARGV[3] n, the number of field/value arguments that follow (the first
+// four are 'i', the event id, 'b', the body)
 // ARGV[4 .. 3+n] fields common to every stream
 // ARGV[4+n] the raw callback, or empty
 // ARGV[5+n] history retention in ms, empty = no history
 // ARGV[6+n] the number of streams
 // ARGV[7+n] '1' if the message index is given
-// ARGV[8+n] routed destinations (space-separated), ARGV[9+n] those of them
-//
-//	that want the raw callback, ARGV[10+n] traceparent or empty,
-//
-// ARGV[11+n] arrival unix ms, ARGV[12+n] '1' to trim the destination
-//
-//	indexes to ARGV[13+n] (unix ms; older entries go)
+// ARGV[8+n] routed destinations (space-separated)
+// ARGV[9+n] those of them that want the raw callback
+// ARGV[10+n] traceparent or empty
+// ARGV[11+n] arrival unix ms
+// ARGV[12+n] '1' to trim the destination indexes to ARGV[13+n] (unix ms;
+// older entries go)
+// ARGV[14+n] '1' to keep the body in the history record now
 //
 // Returns 1 if stored, 0 if a duplicate (nothing written). The seen key is
-// claimed first (SET NX); should an XADD fail, it is released again, so a
-// carrier's retry is stored rather than taken for a duplicate.
+// claimed first (SET NX, value "1": the key is the marker); should an XADD
+// fail, it is released again, so a carrier's retry is stored rather than
+// taken for a duplicate.
+//
+// The history record keeps the body only once: while the event's jobs are
+// queued it holds 'q', the entry id of its job for the first destination
+// in 'd', and the body stays in the jobs; the first job to end or move
+// copies it into the record (keep_body). With no job (a pass-through
+// attempt made already), the body is kept at once.
 var enqueueScript = redis.NewScript(`
 local first = 1
 local id = ARGV[5]
 if ARGV[1] ~= '' then
-  if not redis.call('SET', KEYS[1], id, 'NX', 'PX', ARGV[1]) then return 0 end
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
   first = 2
 end
 local n = tonumber(ARGV[3])
