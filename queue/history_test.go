@@ -81,6 +81,15 @@ func TestHistoryWrittenWithEnqueue(t *testing.T) {
 		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
 			t.Errorf("history TTL = %v (%v), want about 1h", ttl, err)
 		}
+		// The message index: created with its TTL by the first event,
+		// appended to (TTL renewed) by the next.
+		ttl, err = rdb.PTTL(ctx, messageKey(tenant, "SM1")).Result()
+		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("message index TTL = %v (%v), want about 1h", ttl, err)
+		}
+		if v, _ := rdb.Get(ctx, messageKey(tenant, "SM1")).Result(); v != "evt_0001 evt_0003 " {
+			t.Errorf("message index = %q, want both events", v)
+		}
 	})
 }
 

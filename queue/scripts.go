@@ -134,8 +134,11 @@ redis.call(unpack(hs))
 redis.call('PEXPIRE', h, ret)
 k = k + 1
 if ARGV[7 + n] == '1' then
-  redis.call('APPEND', KEYS[k], id .. ' ')
-  redis.call('PEXPIRE', KEYS[k], ret)
+  -- a message's first event creates its index with the TTL in one call
+  if not redis.call('SET', KEYS[k], id .. ' ', 'NX', 'PX', ret) then
+    redis.call('APPEND', KEYS[k], id .. ' ')
+    redis.call('PEXPIRE', KEYS[k], ret)
+  end
   k = k + 1
 end
 for i = k, #KEYS do
