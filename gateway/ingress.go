@@ -103,18 +103,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	nonceKey := ""
 	if proof.Nonce != "" {
 		nonceKey = sid + ":" + proof.Nonce
-		var seen bool
-		var err error
-		if g.spool != nil && g.spool.down.Load() {
-			// Redis failed a moment ago: the journal answers alone, rather
-			// than every callback waiting out a dial timeout first.
-			err = switchboard.ErrUnavailable
-		} else {
-			seen, err = g.store.Recorded(r.Context(), tid, nonceKey)
-		}
-		if g.spool != nil {
-			seen, err = g.spool.recorded(tid, nonceKey, seen, err) // spool.go
-		}
+		seen, err := g.nonceSeen(r.Context(), tid, nonceKey) // spool.go
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable", err)

@@ -253,16 +253,26 @@ func (sp *spool) pending() bool {
 	return sp.size > 0
 }
 
-// recorded completes Store.Recorded's answer about a nonce (seen, err)
-// with the journal's: a nonce a spooled callback holds was seen, and while
-// Redis is unreachable the journal's answer stands alone, without error.
-func (sp *spool) recorded(tid, nonce string, seen bool, err error) (bool, error) {
+// nonceSeen reports whether nonce was seen before for tenant tid: Redis's
+// answer (Store.Recorded) or, with a spool, the journal's too — a nonce a
+// spooled callback holds was seen. While Redis is unreachable (an enqueue
+// or the drainer found it so) the journal answers alone, without error and
+// without asking Redis, so callbacks do not wait out a dial timeout each.
+func (g *Gateway) nonceSeen(ctx context.Context, tid, nonce string) (bool, error) {
+	sp := g.spool
+	if sp == nil {
+		return g.store.Recorded(ctx, tid, nonce)
+	}
 	sp.mu.Lock()
 	held := sp.nonces[tid+"\x00"+nonce] > 0
 	sp.mu.Unlock()
 	if held {
 		return true, nil
 	}
+	if sp.down.Load() {
+		return false, nil
+	}
+	seen, err := g.store.Recorded(ctx, tid, nonce)
 	if errors.Is(err, switchboard.ErrUnavailable) {
 		return false, nil
 	}

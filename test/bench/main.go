@@ -501,13 +501,7 @@ func measureIngestWindow(bin string, aof bool, run int, window string) measured 
 	defer rs.stop()
 	p := startGateway(bin, gatewayConfigWindow(rs.addr, "http://127.0.0.1:9/never", true, window))
 	defer p.stop()
-	_ = rs.rdb.ConfigResetStat(context.Background()).Err()
-	r := loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
-	if os.Getenv("BENCH_REDIS_STATS") != "" {
-		st, _ := rs.rdb.Info(context.Background(), "commandstats").Result()
-		log.Printf("  Redis commandstats:\n%s", st)
-	}
-	return r
+	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
 }
 
 // measureEndToEnd sends a load and counts deliveries at a local sink until
@@ -541,8 +535,12 @@ func measureEndToEnd(bin string, aof bool, run int) float64 {
 	// callbacks, which precedes it) to the last delivery.
 	elapsed := time.Duration(last.Load() - r.Start.UnixNano())
 	rate := float64(got.Load()) / elapsed.Seconds()
+	drain := 0.0 // deliveries per second after the load ended, if any came then
+	if tail := time.Duration(last.Load() - endAt.UnixNano()); tail > 0 {
+		drain = float64(got.Load()-atEnd) / tail.Seconds()
+	}
 	log.Printf("  delivered %d of %d accepted in %v: %.0f/s (%d while the load ran, then %.0f/s)", got.Load(), accepted,
-		elapsed.Round(time.Millisecond), rate, atEnd, float64(got.Load()-atEnd)/time.Duration(last.Load()-endAt.UnixNano()).Seconds())
+		elapsed.Round(time.Millisecond), rate, atEnd, drain)
 	return rate
 }
 
