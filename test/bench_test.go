@@ -27,7 +27,7 @@ func TestBenchHarnessShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"floor server", "gateway ingest (req/s", "p99", "end to end delivered", "AOF everysec", "Redis memory per queued event", "gateway RSS", "Targets"} {
+	for _, want := range []string{"floor server", "gateway ingest (req/s", "p99", "end to end delivered", "paced", "AOF everysec", "Redis memory per queued event", "gateway RSS", "Targets"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("bench report lacks %q:\n%s", want, b)
 		}

@@ -7,8 +7,8 @@
 // BENCH_SHORT=1 runs a tiny version (CI keeps the harness alive with it; it
 // asserts nothing about timings). BENCH_RUNS sets the runs per figure
 // (default 3), BENCH_SECONDS each load window (default 5). BENCH_ONLY (a
-// comma-separated subset of floor, nogc, ingest, e2e, aof, backlog) runs
-// only those figures, for quick iterations. BENCH_PROFILE_DIR makes every
+// comma-separated subset of floor, nogc, ingest, paced, e2e, aof, backlog)
+// runs only those figures, for quick iterations. BENCH_PROFILE_DIR makes every
 // gateway write a CPU profile there (serve --cpuprofile). BENCH_GATEWAY
 // names a prebuilt gateway binary to measure instead of building one.
 package main
@@ -94,6 +94,7 @@ func main() {
 		}
 		var floorR, ingR, ingNoGC, e2eR []float64
 		var p50, p99 []float64
+		var floorPaced50, floorPaced99, gwPaced50, gwPaced99 []float64
 		var floorCPU, floorRedis, floorLoad, gwCPU, gwRedis, gwLoad []float64
 		for i := range runs {
 			log.Printf("%s: run %d/%d", label, i+1, runs)
@@ -108,9 +109,15 @@ func main() {
 			if aof || want("ingest") {
 				r := measureIngest(gw, aof, i)
 				ingR = append(ingR, r.Rate())
-				p50 = append(p50, float64(r.P50.Microseconds())/1000)
-				p99 = append(p99, float64(r.P99.Microseconds())/1000)
+				p50 = append(p50, ms(r.P50))
+				p99 = append(p99, ms(r.P99))
 				gwCPU, gwRedis, gwLoad = append(gwCPU, r.serverCPU), append(gwRedis, r.redisCPU), append(gwLoad, r.loadCPU)
+			}
+			if !aof && want("paced") {
+				f := measureFloorRate(floor, aof, i, pacedRate)
+				floorPaced50, floorPaced99 = append(floorPaced50, ms(f.P50)), append(floorPaced99, ms(f.P99))
+				g := measureIngestRate(gw, aof, i, "100us", pacedRate)
+				gwPaced50, gwPaced99 = append(gwPaced50, ms(g.P50)), append(gwPaced99, ms(g.P99))
 			}
 			if aof || want("e2e") {
 				e2eR = append(e2eR, measureEndToEnd(gw, aof, i))
@@ -121,6 +128,11 @@ func main() {
 		rows = appendRow(rows, "gateway ingest (req/s, 64 conns)", label, ingR, "%.0f")
 		rows = appendRow(rows, "gateway ingest p50 (ms)", label, p50, "%.2f")
 		rows = appendRow(rows, "gateway ingest p99 (ms)", label, p99, "%.2f")
+		paced := fmt.Sprintf("at %d req/s paced (ms, 64 conns)", pacedRate)
+		rows = appendRow(rows, "floor p50 "+paced, label, floorPaced50, "%.2f")
+		rows = appendRow(rows, "floor p99 "+paced, label, floorPaced99, "%.2f")
+		rows = appendRow(rows, "gateway ingest p50 "+paced, label, gwPaced50, "%.2f")
+		rows = appendRow(rows, "gateway ingest p99 "+paced, label, gwPaced99, "%.2f")
 		rows = appendRow(rows, "end to end delivered into a local sink (events/s)", label, e2eR, "%.0f")
 		rows = appendRow(rows, "CPU per request: floor server (µs)", label, floorCPU, "%.1f")
 		rows = appendRow(rows, "CPU per request: Redis behind the floor (µs)", label, floorRedis, "%.1f")
@@ -440,10 +452,24 @@ tenants:
 `, redisAddr, window, secret, destURL, whsec, rate)
 }
 
+// pacedRate is the offered load of the paced latency figures: about half
+// of what this kind of 2-core machine sustains, so that they show the
+// latency of a callback on a busy but not saturated gateway, where the
+// closed-loop figures show it at saturation (64 connections as fast as
+// they go, where latency is 64 / rate).
+const pacedRate = 5000
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // loadFor sends the load to url and logs, besides the result, the CPU time
 // each process spent per request: the server, Redis (pids) and this
 // process (the load generator, and the sink of an end-to-end run).
 func loadFor(url, prefix string, pids ...int) measured {
+	return loadAt(url, prefix, 0, pids...)
+}
+
+// loadAt is loadFor paced at rate requests/s (0: as fast as they go).
+func loadAt(url, prefix string, rate float64, pids ...int) measured {
 	n := 40_000 * seconds
 	if short {
 		n = 2_000
@@ -454,7 +480,7 @@ func loadFor(url, prefix string, pids ...int) measured {
 		before[i] = cpuTime(pid)
 	}
 	self := selfCPU()
-	r := load.Run(context.Background(), load.Config{URL: url, Conns: 64, Duration: time.Duration(seconds) * time.Second}, cbs)
+	r := load.Run(context.Background(), load.Config{URL: url, Conns: 64, Duration: time.Duration(seconds) * time.Second, Rate: rate}, cbs)
 	log.Printf("  %s", r)
 	m := measured{Result: r}
 	if r.Requests > 0 {
@@ -480,6 +506,10 @@ type measured struct {
 }
 
 func measureFloor(bin string, aof bool, run int) measured {
+	return measureFloorRate(bin, aof, run, 0)
+}
+
+func measureFloorRate(bin string, aof bool, run int, rate float64) measured {
 	rs := startRedis(aof)
 	defer rs.stop()
 	p := startProc(bin, []string{"--redis", "redis://" + rs.addr + "/0", "--secret", secret}, func(line string) (string, bool) {
@@ -489,7 +519,7 @@ func measureFloor(bin string, aof bool, run int) measured {
 		return "", false
 	})
 	defer p.stop()
-	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("F%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
+	return loadAt("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("F%d", run), rate, p.cmd.Process.Pid, rs.cmd.Process.Pid)
 }
 
 func measureIngest(bin string, aof bool, run int) measured {
@@ -497,11 +527,15 @@ func measureIngest(bin string, aof bool, run int) measured {
 }
 
 func measureIngestWindow(bin string, aof bool, run int, window string) measured {
+	return measureIngestRate(bin, aof, run, window, 0)
+}
+
+func measureIngestRate(bin string, aof bool, run int, window string, rate float64) measured {
 	rs := startRedis(aof)
 	defer rs.stop()
 	p := startGateway(bin, gatewayConfigWindow(rs.addr, "http://127.0.0.1:9/never", true, window))
 	defer p.stop()
-	return loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
+	return loadAt("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run), rate, p.cmd.Process.Pid, rs.cmd.Process.Pid)
 }
 
 // measureEndToEnd sends a load and counts deliveries at a local sink until

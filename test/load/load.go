@@ -32,6 +32,12 @@ type Config struct {
 	Max      int
 	// Prefix makes message ids unique across runs.
 	Prefix string
+	// Rate, when positive, paces the run: request i is due at start +
+	// i/Rate, whichever connection sends it, and its latency is measured
+	// from when it was due, so time spent waiting for a free connection
+	// counts (no coordinated omission). Zero sends as fast as the
+	// connections allow (a closed loop).
+	Rate float64
 }
 
 // Result is what a run measured.
@@ -124,10 +130,26 @@ func Run(ctx context.Context, cfg Config, cbs []Callback) Result {
 				if i >= limit {
 					break
 				}
+				var due time.Time
+				if cfg.Rate > 0 {
+					due = start.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
+					if wait := time.Until(due); wait > 0 {
+						select {
+						case <-time.After(wait):
+						case <-ctx.Done():
+						}
+						if ctx.Err() != nil {
+							break
+						}
+					}
+				}
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL, bytes.NewReader(cbs[i].Body))
 				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 				req.Header.Set("X-Twilio-Signature", cbs[i].Sig)
 				t0 := time.Now()
+				if !due.IsZero() {
+					t0 = due
+				}
 				resp, err := client.Do(req)
 				if err != nil {
 					if ctx.Err() == nil {
