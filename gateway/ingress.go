@@ -80,7 +80,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "5")
 		}
-		g.fail(w, log().With("url", redactURL(req.URL)), code, "verification failed", err)
+		g.fail(w, log().With("url", redactURL(req.URL)), code, "verification failed", errors.New(redactURLsIn(err.Error())))
 		return
 	}
 	events, err := s.carrier.Parse(req)
@@ -333,21 +333,70 @@ func rawJSON(r *http.Request, body []byte) []byte {
 	return b
 }
 
-// redactURL hides query values that may be secrets (url tokens) in logs.
+// redactURL is a callback URL fit for a log line. The query stays as
+// sent, its order and encoding kept, so that it can be compared with the
+// URL configured at the carrier (a signature mismatch is about exactly
+// that); the values of parameters that may be secrets (token, key, secret,
+// sig, password) and of those that carry message text (a GET callback's
+// body, text, message, content) become REDACTED, and phone numbers are
+// masked.
 func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.RawQuery == "" {
-		return s
+	base, query, ok := strings.Cut(s, "?")
+	if !ok || query == "" {
+		return MaskNumbers(s)
 	}
-	q := u.Query()
-	for k := range q {
-		lk := strings.ToLower(k)
-		if strings.Contains(lk, "token") || strings.Contains(lk, "key") || strings.Contains(lk, "secret") {
-			q.Set(k, "REDACTED")
+	query, frag, hasFrag := strings.Cut(query, "#")
+	parts := strings.Split(query, "&")
+	for i, p := range parts {
+		k, _, hasValue := strings.Cut(p, "=")
+		name, err := url.QueryUnescape(k)
+		if err != nil {
+			name = k
+		}
+		if hasValue && redactParam(strings.ToLower(name)) {
+			parts[i] = k + "=REDACTED"
 		}
 	}
-	u.RawQuery = q.Encode()
-	return u.String()
+	out := base + "?" + strings.Join(parts, "&")
+	if hasFrag {
+		out += "#" + frag
+	}
+	return MaskNumbers(out)
+}
+
+// redactParam reports whether a query parameter's value stays out of logs.
+func redactParam(name string) bool {
+	switch name {
+	case "body", "text", "message", "content", "msg":
+		return true
+	}
+	for _, w := range []string{"token", "key", "secret", "sig", "password"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactURLsIn applies redactURL to every http(s) URL quoted in text (a
+// verifier's error names the URL it checked, and the URLs it also tried).
+func redactURLsIn(text string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(text, `"http`)
+		if i < 0 {
+			b.WriteString(text)
+			return b.String()
+		}
+		j := strings.IndexByte(text[i+1:], '"')
+		if j < 0 {
+			b.WriteString(text)
+			return b.String()
+		}
+		b.WriteString(text[:i+1])
+		b.WriteString(redactURL(text[i+1 : i+1+j]))
+		text = text[i+1+j:]
+	}
 }
 
 // confirmSNS answers an AWS SNS subscription handshake: confirmed at once

@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	switchboard "github.com/switchboard-gw/switchboard"
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
 	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue"
@@ -265,5 +268,68 @@ func TestNonceRecordedOnlyOnceStored(t *testing.T) {
 	}
 	if code != http.StatusOK {
 		t.Errorf("the carrier's retry after a 503 = %d, want 200: the nonce must not be burnt by a refused callback", code)
+	}
+}
+
+// A refused GET callback's log line names the URL that was verified, its
+// query in the order sent, without the message text, URL tokens or full
+// phone numbers — in the url attribute and in the verifier's error alike.
+func TestRefusedCallbackLogRedacted(t *testing.T) {
+	f := mustGateway(t, `  listen: "127.0.0.1:0"`)
+	query := "MessageSid=SM1&From=%2B15555550100&To=%2B15555550199&Body=secret+words&token=tok3n-value"
+	req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/hooks/acme/tw?"+query, nil)
+	req.Header.Set("X-Twilio-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", resp.StatusCode)
+	}
+	logs := f.log.String()
+	for _, leak := range []string{"15555550100", "15555550199", "secret+words", "secret words", "tok3n-value"} {
+		if strings.Contains(logs, leak) {
+			t.Errorf("log holds %q:\n%s", leak, logs)
+		}
+	}
+	want := "/hooks/acme/tw?MessageSid=SM1&From=%2B1555***0100&To=%2B1555***0199&Body=REDACTED&token=REDACTED"
+	if strings.Count(logs, want) < 2 { // the url attribute and the error's text
+		t.Errorf("log does not name the verified URL as %q twice:\n%s", want, logs)
+	}
+}
+
+func TestRedactURLsIn(t *testing.T) {
+	in := `verify twilio: signature does not match URL "https://h/x?Body=hi&a=1" (nor "https://h:443/x?Body=hi&a=1")`
+	want := `verify twilio: signature does not match URL "https://h/x?Body=REDACTED&a=1" (nor "https://h:443/x?Body=REDACTED&a=1")`
+	if got := redactURLsIn(in); got != want {
+		t.Errorf("redactURLsIn:\n got %s\nwant %s", got, want)
+	}
+	if got := redactURLsIn(`no url "here"`); got != `no url "here"` {
+		t.Errorf("redactURLsIn changed text without a URL: %s", got)
+	}
+}
+
+func TestFailureReason(t *testing.T) {
+	vm, err := carrier.New(carrier.Config{Carrier: "vonage-messages", Secret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, unsigned := vm.Verify(&carrier.Request{Method: http.MethodPost, URL: "https://h/x", Header: http.Header{}, Now: time.Now()})
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{unsigned, "unsigned"},
+		{fmt.Errorf("verify aws-sns: cannot fetch the signing certificate: %w", switchboard.ErrUnavailable), "unverifiable"},
+		{fmt.Errorf("verify twilio: signature does not match: %w", switchboard.ErrBadSignature), "bad_signature"},
+		{errors.New("replayed nonce"), "replayed"},
+	} {
+		if got := failureReason(tc.err); got != tc.want {
+			t.Errorf("failureReason(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	if strings.Contains(unsigned.Error(), "store unavailable") {
+		t.Errorf("an unsigned callback's error blames the store: %v", unsigned)
 	}
 }

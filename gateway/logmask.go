@@ -105,7 +105,7 @@ func maskAttr(a slog.Attr) slog.Attr {
 
 // MaskNumbers masks every phone number in s, keeping its first digits and
 // its last four: "+15555550100" becomes "+1555***0100". A number is a '+'
-// and 8–15 digits, or 10–15 digits standing alone (not part of an id,
+// (or its URL encoding "%2B") and 8–15 digits, or 10–15 digits standing alone (not part of an id,
 // a stream entry id "<ms>-<seq>", a decimal or a word). Short codes stay.
 func MaskNumbers(s string) string {
 	if !hasLongDigitRun(s) {
@@ -126,7 +126,8 @@ func MaskNumbers(s string) string {
 			j++
 		}
 		run := s[i:j]
-		plus := i > 0 && s[i-1] == '+'
+		// '+', or "%2B" as a URL query encodes it (a GET callback's URL).
+		plus := i > 0 && s[i-1] == '+' || i > 2 && s[i-3] == '%' && s[i-2] == '2' && (s[i-1] == 'B' || s[i-1] == 'b')
 		before := i > 0 && !plus && (isJoiner(s[i-1]) || s[i-1] == '.' && i > 1 && isDigit(s[i-2]))
 		after := j < len(s) && (isJoiner(s[j]) || s[j] == '.' && j+1 < len(s) && isDigit(s[j+1]))
 		switch {

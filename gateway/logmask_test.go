@@ -31,6 +31,8 @@ func TestMaskNumbers(t *testing.T) {
 		{"arn:aws:sns:us-east-1:447700900123", "arn:aws:sns:us-east-1:4477***0123"},
 		{"arn:aws:sns:us-east-1:x:447700900123:t", "arn:aws:sns:us-east-1:x:4477***0123:t"},
 		{"arn:aws:sns:us-east-1:15555550100:t", "arn:aws:sns:us-east-1:1555***0100:t"},
+		// A GET callback's query encodes the '+'.
+		{"?From=%2B15555550100&To=%2b447700900123&Id=%2B1234567", "?From=%2B1555***0100&To=%2b4477***0123&Id=%2B1234567"},
 		{"", ""},
 	} {
 		if got := MaskNumbers(tc.in); got != tc.want {

@@ -99,10 +99,13 @@ func (m *metrics) verificationFailed(tenant, source string, err error) {
 // failureReason maps a verification error to a small, fixed set of label
 // values (the error text itself may be anything).
 func failureReason(err error) string {
-	if errors.Is(err, switchboard.ErrUnavailable) {
-		return "unsigned"
-	}
 	msg := strings.ToLower(err.Error())
+	if errors.Is(err, switchboard.ErrUnavailable) {
+		if strings.Contains(msg, "unsigned") {
+			return "unsigned" // Vonage Messages, answered 503
+		}
+		return "unverifiable" // e.g. an SNS signing certificate that cannot be fetched now
+	}
 	switch {
 	case strings.Contains(msg, "replay"), strings.Contains(msg, "nonce"):
 		return "replayed"

@@ -203,12 +203,12 @@ func (c *SNS) cert(u string) (*rsa.PublicKey, error) {
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("verify aws-sns: fetch signing certificate %s: %v: %w", u, err, switchboard.ErrUnavailable)
+		return nil, tryLater("aws-sns", "cannot fetch the signing certificate %s: %v", u, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("verify aws-sns: fetch signing certificate %s: status %d: %w", u, resp.StatusCode, switchboard.ErrUnavailable)
+		return nil, tryLater("aws-sns", "cannot fetch the signing certificate %s: status %d", u, resp.StatusCode)
 	}
 	block, _ := pem.Decode(body)
 	if block == nil {

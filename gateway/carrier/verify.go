@@ -23,6 +23,19 @@ func badSignature(carrier, format string, args ...any) error {
 	return fmt.Errorf("verify %s: %s: %w", carrier, fmt.Sprintf(format, args...), switchboard.ErrBadSignature)
 }
 
+// tryLater is an error for a callback that cannot be verified now but will
+// be when the carrier retries it (503): errors.Is(err,
+// switchboard.ErrUnavailable) holds, and the text says why (not "store
+// unavailable": the store is fine).
+func tryLater(carrier, format string, args ...any) error {
+	return tryLaterError{fmt.Sprintf("verify %s: %s", carrier, fmt.Sprintf(format, args...))}
+}
+
+type tryLaterError struct{ msg string }
+
+func (e tryLaterError) Error() string { return e.msg + " (answered 503; the carrier retries)" }
+func (e tryLaterError) Unwrap() error { return switchboard.ErrUnavailable }
+
 // badPayload is an error for a verified request that cannot be understood.
 func badPayload(carrier, format string, args ...any) error {
 	return fmt.Errorf("parse %s: %s: %w", carrier, fmt.Sprintf(format, args...), switchboard.ErrBadPayload)

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -54,7 +53,7 @@ func (c *VonageMessages) Verify(r *Request) (Proof, error) {
 	auth := r.Header.Get("Authorization")
 	token, ok := cutPrefixFold(auth, "Bearer ")
 	if !ok || strings.TrimSpace(token) == "" {
-		return Proof{}, fmt.Errorf("verify vonage-messages: unsigned callback (no Authorization: Bearer token); Vonage retries it signed after a 5xx: %w", switchboard.ErrUnavailable)
+		return Proof{}, tryLater("vonage-messages", "unsigned callback (no Authorization: Bearer token); Vonage retries it signed after a 5xx")
 	}
 	var claims vonageClaims
 	if err := verifyJWT("vonage-messages", strings.TrimSpace(token), c.secret, []string{"HS256"}, &claims); err != nil {
