@@ -65,9 +65,9 @@ type Event struct {
 
 // EventData is the carrier-independent content of an event.
 type EventData struct {
-	MessageID     string  `json:"message_id"`
-	From          string  `json:"from"`
-	To            string  `json:"to"`
+	MessageID     string  `json:"message_id,omitempty"`
+	From          string  `json:"from,omitempty"`
+	To            string  `json:"to,omitempty"`
 	Text          string  `json:"text,omitempty"`
 	Media         []Media `json:"media,omitempty"`
 	Segments      int     `json:"segments,omitempty"`
@@ -85,7 +85,7 @@ type Media struct {
 
 // Error is the carrier's error for a failed or undelivered message.
 type Error struct {
-	Code    string `json:"code"`
+	Code    string `json:"code,omitempty"`
 	Message string `json:"message,omitempty"`
 }
 
