@@ -262,6 +262,19 @@ func TestBackbone(t *testing.T) {
 		if e := event(t, ok.next(t, 15*time.Second)); e.Data.Text != "after restart" {
 			t.Errorf("delivered %q, want the callback sent after the restart", e.Data.Text)
 		}
+		// The outage is in the structured log: go-redis's own messages too.
+		redisLines := 0
+		for _, l := range strings.Split(strings.TrimSpace(g.log.String()), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Errorf("a log line is not JSON: %q", l)
+			} else if m["msg"] == "redis client" {
+				redisLines++
+			}
+		}
+		if redisLines == 0 {
+			t.Errorf("no go-redis message reached the log during the outage")
+		}
 	})
 
 	t.Run("SIGTERM stops cleanly", func(t *testing.T) {

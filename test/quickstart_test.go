@@ -114,9 +114,9 @@ func TestCheck(t *testing.T) {
 		t.Errorf("check bad printed %q on stdout, want nothing", out)
 	}
 	for _, cmd := range [][]string{{"serve", "--help"}, {"check", "--help"}, {"dlq", "list", "--help"}, {"dlq", "replay", "--help"}, {"dlq", "purge", "--help"}, {"simulate", "--help"}, {"sink", "--help"}} {
-		out, _, code := runCLI(t, cmd...)
-		if code != 0 || !strings.Contains(out, "Usage") {
-			t.Errorf("%v: exit %d, %q", cmd, code, out)
+		out, errOut, code := runCLI(t, cmd...)
+		if code != 0 || strings.Count(out, "Usage") != 1 || errOut != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want the usage once, on stdout", cmd, code, out, errOut)
 		}
 	}
 	out, _, code = runCLI(t, "version")

@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+
 	"github.com/switchboard-gw/switchboard/gateway"
 	"github.com/switchboard-gw/switchboard/gateway/delivery"
 	"github.com/switchboard-gw/switchboard/policy"
@@ -101,12 +104,19 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 // parse parses flags; it returns (exit code, false) when the command must
 // stop: 0 after --help, 2 after a bad flag.
 func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
-	if err := fs.Parse(args); err != nil {
+	// Parse would print the usage itself, to stderr; it is printed once,
+	// here: to stdout when asked for, to stderr after a bad flag.
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()
 			return 0, false
 		}
+		fs.Usage()
 		return 2, false
 	}
 	if fs.NArg() > 0 {
@@ -194,6 +204,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
+	redis.SetLogger(&redisLog{log: log, every: rate.Sometimes{First: 3, Interval: 10 * time.Second}})
 	delivery.UserAgent = "Switchboard/" + versionString()
 	srv, err := gateway.Start(cfg, log, gateway.Options{})
 	if err != nil {
@@ -225,6 +236,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// redisLog passes go-redis's own messages (a failing dial during an
+// outage, every few hundred milliseconds) into the structured log, a few
+// at first and then one per interval, so that an outage neither breaks the
+// JSON log nor floods it; the gateway logs the outage itself.
+type redisLog struct {
+	log   *slog.Logger
+	every rate.Sometimes
+}
+
+func (l *redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.every.Do(func() { l.log.Warn("redis client", "detail", fmt.Sprintf(format, v...)) })
 }
 
 // newLogger logs JSON, or text when stderr is a terminal.
