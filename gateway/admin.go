@@ -415,7 +415,12 @@ func (a *admin) dlqPurge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	ids := q["id"]
+	var ids []string
+	for _, id := range q["id"] {
+		if id != "" { // "?destination=&id=&all=true": an empty selector is none
+			ids = append(ids, id)
+		}
+	}
 	all := false
 	if v := q.Get("all"); v != "" {
 		b, err := strconv.ParseBool(v)

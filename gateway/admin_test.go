@@ -438,6 +438,11 @@ func TestAdminAPI(t *testing.T) {
 		if code != 200 || strings.TrimSpace(string(b)) != `{"purged":0}` {
 			t.Errorf("purge of ok = %d %s, want 0 purged", code, b)
 		}
+		// The selectors as the issue writes them, the unused ones empty.
+		code, b = f.do(t, rootToken, "DELETE", "/admin/v1/tenants/acme/dlq?destination=ok&id=&all=true", nil)
+		if code != 200 || strings.TrimSpace(string(b)) != `{"purged":0}` {
+			t.Errorf("purge with an empty id= = %d %s, want 0 purged", code, b)
+		}
 		code, b = f.do(t, rootToken, "DELETE", "/admin/v1/tenants/acme/dlq?id="+dlq.Entries[0]["id"].(string), nil)
 		if code != 200 || strings.TrimSpace(string(b)) != `{"purged":1}` {
 			t.Errorf("purge by id = %d %s", code, b)

@@ -406,8 +406,11 @@ func (v *validator) validate() {
 		t := c.Tenants[tid]
 		t.ID = tid
 		tp := "tenants." + tid
-		if t.History.Retention == 0 {
+		// A tenant's own retention wins, 0s (no history) included.
+		if _, set := v.lines[tp+".history.retention"]; !set {
 			t.History.Retention = c.History.Retention
+		} else if t.History.Retention < 0 {
+			v.fail(tp+".history.retention", "must not be negative (0s keeps no history)")
 		}
 		v.rate(tp+".ingress_rate", &t.IngressRate)
 		v.rate(tp+".delivery_rate", &t.DeliveryRate)

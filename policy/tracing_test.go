@@ -23,6 +23,12 @@ func TestTracingAndHistoryConfig(t *testing.T) {
 	if cfg.History.Retention.D() != 6*time.Hour || cfg.Tenants["acme"].History.Retention.D() != time.Hour {
 		t.Errorf("history = %v, acme %v; want 6h and its own 1h", cfg.History.Retention.D(), cfg.Tenants["acme"].History.Retention.D())
 	}
+	// A tenant turns its history off with 0s, whatever the top level says.
+	cfg = mustLoad(t, "history: {retention: 6h}\n"+
+		strings.Replace(good, "  acme:\n", "  acme:\n    history: {retention: 0s}\n", 1), vars)
+	if got := cfg.Tenants["acme"].History.Retention.D(); got != 0 {
+		t.Errorf("acme history.retention: 0s loaded as %v, want 0 (no history)", got)
+	}
 	for body, key := range map[string]string{
 		"tracing: {otlp_endpoint: \"otel:4318\"}\n": "tracing.otlp_endpoint",
 		"tracing: {sample_ratio: 2}\n":              "tracing.sample_ratio",

@@ -309,8 +309,11 @@ const recoverBatch = 256
 // switchboard.ErrUnavailable, the count then saying how many were re-sent
 // before.
 func (s *Store) Recover(ctx context.Context, tenant, dest string, since, until, now time.Time) (int, error) {
-	if !validTenant(tenant) || dest == "" || until.Before(since) {
+	if !validTenant(tenant) || dest == "" || until.Before(since) || until.UnixMilli() < 0 {
 		return 0, nil
+	}
+	if since.UnixMilli() < 0 {
+		since = time.UnixMilli(0) // the index's ids are Unix ms: nothing is older
 	}
 	keys := []string{destIndexKey(tenant, dest), streamKey(tenant, dest)}
 	lo, hi := millis(since)+"-0", millis(until)+"-18446744073709551615"

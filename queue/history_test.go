@@ -249,6 +249,15 @@ func TestRecover(t *testing.T) {
 	if n, _ := s.Recover(ctx, tenant, "crm", base.Add(time.Hour), base, now); n != 0 {
 		t.Errorf("Recover of a reversed window = %d, want 0", n)
 	}
+	// A window from before 1970 starts at the beginning (stream ids are
+	// Unix ms), and one that ends before it holds nothing: no error.
+	old := time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)
+	if n, err := s.Recover(ctx, tenant, "crm", old, base.Add(time.Second), now); err != nil || n == 0 {
+		t.Errorf("Recover since 1960 = %d, %v; want the window's events", n, err)
+	}
+	if n, err := s.Recover(ctx, tenant, "crm", old, old.Add(time.Hour), now); err != nil || n != 0 {
+		t.Errorf("Recover of a window before 1970 = %d, %v; want 0, nil", n, err)
+	}
 }
 
 func TestHistoryTrimmedToRetention(t *testing.T) {
