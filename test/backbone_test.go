@@ -2,14 +2,19 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	switchboard "github.com/switchboard-gw/switchboard"
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
@@ -347,5 +352,45 @@ tenants:
 	}
 	if n, _ := rdb.ZCard(ctx, "sb:{acme}:retry").Result(); n != 0 {
 		t.Errorf("retry set holds %d jobs, want 0", n)
+	}
+}
+
+// dlq list prints every dead letter unless --limit says otherwise (it
+// stopped at 1,000 without a word).
+func TestDLQListEverything(t *testing.T) {
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	ctx := context.Background()
+	const n = 1005
+	pipe := rdb.Pipeline()
+	for i := range n {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: "sb:{acme}:dlq", Values: []any{
+			"i", fmt.Sprintf("evt_%04d", i), "b", "{}", "a", "5", "t", "1700000000000",
+			"e", "HTTP 500", "d", "crm", "f", "1700000001000"}})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "sb.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`redis: {url: %q}
+tenants:
+  acme:
+    sources: {tw: {carrier: twilio, secret: x}}
+    destinations: {crm: {url: "https://crm.example.com/in", secret: %s}}
+    routes: [{to: [crm]}]
+`, rs.URL(), demoSecret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{{nil, n}, {[]string{"--limit", "3"}, 3}} {
+		out, errOut, code := runCLI(t, append([]string{"dlq", "list", "--config", cfg, "--tenant", "acme"}, tc.args...)...)
+		if code != 0 {
+			t.Fatalf("dlq list %v: exit %d: %s", tc.args, code, errOut)
+		}
+		if got := strings.Count(out, "\n"); got != tc.want {
+			t.Errorf("dlq list %v printed %d lines, want %d", tc.args, got, tc.want)
+		}
 	}
 }

@@ -52,7 +52,7 @@ func cmdDLQ(args []string, stdout, stderr io.Writer) int {
 	all := false
 	limit := 0
 	if action == "list" {
-		fs.IntVar(&limit, "limit", 1000, "at most `N` entries, oldest first")
+		fs.IntVar(&limit, "limit", 0, "at most `N` entries, oldest first (0: every one)")
 	} else {
 		fs.Var(&ids, "id", "dead-letter entry `ID` (repeatable)")
 		fs.BoolVar(&all, "all", false, "every entry (of --destination when given)")
