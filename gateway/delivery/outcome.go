@@ -120,7 +120,9 @@ type Decision struct {
 // of a job whose event arrived at arrived. 2xx acks; 410 dead-letters; a job
 // that has had max_attempts attempts, or whose event is older than max_age,
 // is dead-lettered; otherwise it retries after Retry-After (capped at
-// retry.max) or the backoff. rnd is the jitter source (nil: none).
+// retry.max) or the backoff — unless that retry would come once max_age
+// has passed: no attempt is made then, so the job is dead-lettered now.
+// rnd is the jitter source (nil: none).
 func Next(o Outcome, attempt int, r policy.Retry, arrived, now time.Time, rnd func() float64) Decision {
 	switch o.Result {
 	case Delivered:
@@ -128,12 +130,16 @@ func Next(o Outcome, attempt int, r policy.Retry, arrived, now time.Time, rnd fu
 	case Gone:
 		return Decision{Action: DeadLetter}
 	}
-	if attempt >= r.MaxAttempts || !now.Before(arrived.Add(r.MaxAge.D())) {
+	deadline := arrived.Add(r.MaxAge.D())
+	if attempt >= r.MaxAttempts || !now.Before(deadline) {
 		return Decision{Action: DeadLetter}
 	}
 	wait := r.Backoff(attempt, rnd)
 	if o.RetryAfter > 0 {
 		wait = min(o.RetryAfter, r.Max.D())
 	}
-	return Decision{Action: RetryLater, At: now.Add(wait)}
+	if at := now.Add(wait); at.Before(deadline) {
+		return Decision{Action: RetryLater, At: at}
+	}
+	return Decision{Action: DeadLetter}
 }
