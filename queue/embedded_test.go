@@ -72,11 +72,11 @@ func TestEmbeddedCycle(t *testing.T) {
 	if err := s.Retry(ctx, &crm, 1, due, "HTTP 502"); err != nil {
 		t.Fatalf("Retry: %v", err)
 	}
-	if got, err := s.NextDue(ctx, tenant); err != nil || got.UnixMilli() != due.UnixMilli() {
-		t.Errorf("NextDue = %v, %v; want %v", got, err, due)
+	if n, next, err := s.PromoteNext(ctx, tenant, due.Add(-time.Millisecond), 10); err != nil || n != 0 || next.UnixMilli() != due.UnixMilli() {
+		t.Errorf("PromoteNext before due = %d, %v, %v; want 0 moved, next %v", n, next, err, due)
 	}
-	if n, err := s.Promote(ctx, tenant, time.Now(), 10); err != nil || n != 1 {
-		t.Fatalf("Promote = %d, %v; want 1", n, err)
+	if n, next, err := s.PromoteNext(ctx, tenant, time.Now(), 10); err != nil || n != 1 || !next.IsZero() {
+		t.Fatalf("PromoteNext = %d, %v, %v; want 1 moved, none left", n, next, err)
 	}
 	jobs, err = s.Read(ctx, tenant, "c1", map[string]int{"crm": 5}, 0)
 	if err != nil || len(jobs) != 2 {

@@ -2,11 +2,8 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // The outcomes of a delivery. Each moves a job that is pending in its stream
@@ -110,27 +107,28 @@ func (s *Store) Release(ctx context.Context, j *Job) error {
 // it concurrently: a retry is moved exactly once. Call it again while it
 // returns limit. Errors wrap switchboard.ErrUnavailable.
 func (s *Store) Promote(ctx context.Context, tenant string, now time.Time, limit int) (int, error) {
+	n, _, err := s.PromoteNext(ctx, tenant, now, limit)
+	return n, err
+}
+
+// PromoteNext is Promote that also returns when the earliest retry left is
+// due (ms precision; the zero time if none is), so that the caller can
+// sleep until exactly then.
+func (s *Store) PromoteNext(ctx context.Context, tenant string, now time.Time, limit int) (int, time.Time, error) {
 	if limit <= 0 {
 		limit = 100
 	}
 	keys := []string{retryKey(tenant), countsKey(tenant)}
-	n, err := promoteScript.Run(ctx, s.rdb, keys, millis(now), strconv.Itoa(limit), streamPrefix(tenant)).Int()
+	res, err := promoteScript.Run(ctx, s.rdb, keys, millis(now), strconv.Itoa(limit), streamPrefix(tenant)).Int64Slice()
 	if err != nil {
-		return 0, unavailable("promote", err)
+		return 0, time.Time{}, unavailable("promote", err)
 	}
-	return n, nil
-}
-
-// NextDue returns when the earliest retry of tenant is due (ms precision),
-// or the zero time if none is waiting, so the caller can sleep until then.
-// Errors wrap switchboard.ErrUnavailable.
-func (s *Store) NextDue(ctx context.Context, tenant string) (time.Time, error) {
-	res, err := s.rdb.ZRangeWithScores(ctx, retryKey(tenant), 0, 0).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return time.Time{}, unavailable("next due", err)
+	if len(res) != 2 {
+		return 0, time.Time{}, unavailable("promote", errUnexpectedReply)
 	}
-	if len(res) == 0 {
-		return time.Time{}, nil
+	var next time.Time
+	if res[1] >= 0 {
+		next = time.UnixMilli(res[1])
 	}
-	return time.UnixMilli(int64(res[0].Score)), nil
+	return int(res[0]), next, nil
 }

@@ -18,8 +18,8 @@ func TestRetryPromote(t *testing.T) {
 	mustEnqueue(t, s, e)
 	job := mustRead(t, s, "c1", map[string]int{"crm": 1})[0]
 
-	if due, err := s.NextDue(ctx, tenant); err != nil || !due.IsZero() {
-		t.Errorf("NextDue of an empty retry set = %v, %v; want zero", due, err)
+	if n, next, err := s.PromoteNext(ctx, tenant, time.Now(), 10); err != nil || n != 0 || !next.IsZero() {
+		t.Errorf("PromoteNext of an empty retry set = %d, %v, %v; want 0, zero time", n, next, err)
 	}
 	due := time.UnixMilli(1_800_000_000_123)
 	if err := s.Retry(ctx, &job, 1, due, "HTTP 503"); err != nil {
@@ -29,8 +29,8 @@ func TestRetryPromote(t *testing.T) {
 	if n, p := xlen(t, rdb, key), pending(t, rdb, key); n != 0 || p != 0 {
 		t.Errorf("after retry: XLEN = %d, pending = %d; want 0, 0", n, p)
 	}
-	if got, err := s.NextDue(ctx, tenant); err != nil || !got.Equal(due) {
-		t.Errorf("NextDue = %v, %v; want %v", got, err, due)
+	if n, next, err := s.PromoteNext(ctx, tenant, due.Add(-time.Millisecond), 10); err != nil || n != 0 || !next.Equal(due) {
+		t.Errorf("PromoteNext before due = %d, %v, %v; want 0 moved, next %v", n, next, err, due)
 	}
 	if st := mustStats(t, s, "crm")["crm"]; st.Retrying != 1 {
 		t.Errorf("Retrying = %d, want 1", st.Retrying)

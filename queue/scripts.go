@@ -211,6 +211,9 @@ return 1
 //
 // A member is a list of netstrings ("<len>:<bytes>"): a unique id, the
 // destination, then the stream's field/value pairs.
+//
+// Returns {moved, the score (due unix ms) of the earliest retry left, or
+// -1 if none}.
 var promoteScript = redis.NewScript(luaCommon + `
 local function decode(s)
   local out, pos = {}, 1
@@ -236,7 +239,9 @@ for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
   decr(KEYS[2], 'r:' .. p[2])
 end
-return #due
+local nx = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #nx == 0 then return {#due, -1} end
+return {#due, tonumber(nx[2])}
 `)
 
 // reclaimScript claims jobs pending longer than min-idle, oldest first.

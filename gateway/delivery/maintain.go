@@ -1,13 +1,17 @@
 package delivery
 
 import (
+	"cmp"
 	"context"
-	"github.com/switchboard-gw/switchboard/queue"
 	"time"
+
+	"github.com/switchboard-gw/switchboard/queue"
 )
 
-// promoteEvery is how often due retries are moved back onto their streams;
-// a retry is late by at most this much.
+// promoteEvery is how often due retries are looked for at least. The
+// worker also wakes when the earliest retry it knows of is due, and plans
+// again when it schedules one, so its own retries leave on time; one that
+// another instance scheduled is late by at most this much.
 const promoteEvery = 250 * time.Millisecond
 
 // visibilityMargin is added to twice the longest delivery timeout of a
@@ -29,8 +33,9 @@ func visibility(st *state) time.Duration {
 // instance (or by this one, when recording an outcome failed).
 func (w *Worker) maintain(ctx context.Context) {
 	var lastReclaim time.Time
-	tick := time.NewTicker(promoteEvery)
-	defer tick.Stop()
+	every := cmp.Or(w.promoteEvery, promoteEvery)
+	timer := time.NewTimer(every)
+	defer timer.Stop()
 	var fails int
 	for ctx.Err() == nil {
 		now := w.now()
@@ -38,7 +43,7 @@ func (w *Worker) maintain(ctx context.Context) {
 		st := w.st.Load()
 		vis := visibility(st)
 		reclaimEvery := min(max(vis/4, time.Second), 30*time.Second)
-		n, err := w.Store.Promote(ctx, w.id, now, 512)
+		n, next, err := w.Store.PromoteNext(ctx, w.id, now, 512)
 		if err == nil && now.Sub(lastReclaim) >= reclaimEvery {
 			lastReclaim = now
 			dests := make([]string, 0, len(st.dests))
@@ -65,9 +70,21 @@ func (w *Worker) maintain(ctx context.Context) {
 			w.Wake()
 			continue
 		}
+		wait := every
+		if !next.IsZero() {
+			wait = min(wait, max(next.Sub(w.now()), time.Millisecond))
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-		case <-tick.C:
+		case <-timer.C:
+		case <-w.retried:
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -147,7 +148,7 @@ func (ls *lanes) add(d *policy.Destination, j queue.Job, due time.Time) {
 func (w *Worker) runOrdered(ctx context.Context) {
 	o := &w.ord
 	o.init()
-	tick := time.NewTicker(orderedTick)
+	tick := time.NewTicker(cmp.Or(w.orderedEvery, orderedTick))
 	defer tick.Stop()
 	for ctx.Err() == nil {
 		w.stepOrdered(ctx, w.st.Load())
@@ -367,6 +368,9 @@ func (w *Worker) finishOrdered(ls *lanes, l *lane, it *item, gen int, done *bool
 	l.running = false
 	if done == nil || !*done {
 		l.due = due
+		if d := due.Sub(w.now()); d > 0 {
+			time.AfterFunc(d, o.poke) // start it when due, not at the next tick
+		}
 		return
 	}
 	l.jobs = l.jobs[1:]

@@ -38,6 +38,8 @@ type orderRig struct {
 	inFlight int
 	maxIn    map[string]int // most attempts in flight at once, per conversation ("" = all)
 	inConv   map[string]int
+	// every replaces the workers' orderedTick when set.
+	every time.Duration
 	// answer decides the status for one request; nil: 200.
 	answer func(text string, attempt int) int
 	// hold, when it returns a channel, makes the receiver wait on it.
@@ -148,7 +150,7 @@ tenants:
 
 func (r *orderRig) run(tenant *policy.Tenant, consumer string) (stop func()) {
 	w := &Worker{Store: r.store, Tenant: tenant, Client: NewClient(true), Consumer: consumer,
-		Log: slog.New(slog.NewJSONHandler(r.log, nil))}
+		Log: slog.New(slog.NewJSONHandler(r.log, nil)), orderedEvery: r.every}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(done) }()
@@ -236,6 +238,25 @@ func TestOrderedRetriesInPlace(t *testing.T) {
 	}
 	if n := r.count("stream", "sb:{acme}:d:d"); n != 0 {
 		t.Errorf("stream = %d jobs, want 0", n)
+	}
+}
+
+// TestOrderedRetryLeavesWhenDue: a head waiting for its retry starts when
+// it is due, not at the next tick (here an hour away).
+func TestOrderedRetryLeavesWhenDue(t *testing.T) {
+	t.Parallel()
+	r := newOrderRig(t)
+	r.every = time.Hour
+	r.answer = func(text string, attempt int) int {
+		if attempt < 2 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	}
+	r.enqueue(conv("1", "+1"))
+	r.run(r.tenant("        ordered: true\n"), "a")
+	if got := r.await(2); strings.Join(got, " ") != "1/1 1/2" {
+		t.Errorf("received %v, want 1/1 1/2", got)
 	}
 }
 

@@ -64,12 +64,16 @@ type Worker struct {
 	id      string
 	st      atomic.Pointer[state]
 	wake    chan struct{}
+	retried chan struct{} // a retry was scheduled: maintain plans its wake again
 	running sync.WaitGroup
 	// heldUntil (unix ns) is when the tenant's delivery_rate next allows a
 	// send, as the Redis limiter last said: no read before it.
 	heldUntil atomic.Int64
 	// ord delivers the ordered destinations (ordered.go).
 	ord ordered
+	// promoteEvery and orderedEvery replace promoteEvery and orderedTick
+	// when set (tests: a retry must leave when due, not at a tick).
+	promoteEvery, orderedEvery time.Duration
 }
 
 // state is the worker's configuration and runtime state; Update swaps it
@@ -107,6 +111,7 @@ func (w *Worker) init() {
 	w.once.Do(func() {
 		w.id = w.Tenant.ID
 		w.wake = make(chan struct{}, 1)
+		w.retried = make(chan struct{}, 1)
 		w.st.Store(w.build(w.Tenant, nil))
 	})
 }
@@ -343,7 +348,12 @@ func (w *Worker) deliver(t *target, j *queue.Job) {
 	case Ack:
 		serr = w.ack(ctx, t, j) // records the status rank for drop_stale_status
 	case RetryLater:
-		serr = w.Store.Retry(ctx, j, attempt, d.At, o.Err)
+		if serr = w.Store.Retry(ctx, j, attempt, d.At, o.Err); serr == nil {
+			select { // maintain promotes it when due, not at its next tick
+			case w.retried <- struct{}{}:
+			default:
+			}
+		}
 	case DeadLetter:
 		serr = w.Store.DeadLetter(ctx, j, attempt, o.Err, now)
 	}

@@ -343,3 +343,42 @@ func TestBreakerRollingInterval(t *testing.T) {
 		t.Errorf("state = %s after two failures 400ms apart in a 300ms window, want closed", got)
 	}
 }
+
+// TestRetryLeavesWhenDue: a retry this worker scheduled is sent when it is
+// due, not at the next promotion tick (here an hour away), so the n-th
+// retry waits within [d/2, d] as configured.
+func TestRetryLeavesWhenDue(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var calls atomic.Int64
+	rcv := receiver(t, func() int {
+		if calls.Add(1) == 1 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	tenant := loadTenant(t, tenantYAML(`  retry: {initial: 300ms, max: 300ms, max_attempts: 5}
+`, fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s}
+`, rcv.URL, testSecret)))
+	w := &Worker{
+		Store: r.store, Tenant: tenant, Client: NewClient(true), Consumer: "c1",
+		Log:          slog.New(slog.NewJSONHandler(r.log, nil)),
+		promoteEvery: time.Hour,
+		Observe: func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.attempts = append(r.attempts, attempt{dest: dest, event: j.EventID, attempt: j.Attempts + 1, status: o.Status, at: time.Now()})
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	r.enqueue(1, "app")
+	waitFor(t, 10*time.Second, "the retry", func() bool { return len(r.made("app")) == 2 })
+	a := r.made("app")
+	if gap := a[1].at.Sub(a[0].at); gap < 150*time.Millisecond {
+		t.Errorf("retry after %v, want at least d/2 = 150ms", gap)
+	}
+}
