@@ -15,6 +15,7 @@ import (
 
 	switchboard "github.com/switchboard-gw/switchboard"
 	"github.com/switchboard-gw/switchboard/gateway/delivery"
+	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue"
 )
 
@@ -75,6 +76,35 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// seed creates the series of every tenant, source and destination in cfg
+// at zero, so that a scrape of a fresh gateway already lists them (a
+// series first seen at 1 hides its first increase from rate()).
+func (m *metrics) seed(cfg *policy.Config) {
+	if m == nil {
+		return
+	}
+	for tid, t := range cfg.Tenants {
+		m.enqueue.WithLabelValues(tid)
+		for sid, src := range t.Sources {
+			m.ingress.WithLabelValues(tid, sid, src.Carrier, "200")
+			m.verifyFailed.WithLabelValues(tid, sid, "bad_signature")
+			m.dedupHits.WithLabelValues(tid, sid)
+			m.unroutedTotal.WithLabelValues(tid, sid)
+		}
+		for did, d := range t.Destinations {
+			if d.IsPull() {
+				continue
+			}
+			for _, outcome := range []string{"delivered", "retry", "dead_letter"} {
+				m.deliveries.WithLabelValues(tid, did, outcome)
+			}
+			m.deliveryTime.WithLabelValues(tid, did)
+			m.retries.WithLabelValues(tid, did)
+			m.rateLimitWait.WithLabelValues(tid, did)
+		}
+	}
 }
 
 // handler serves /metrics.

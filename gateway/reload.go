@@ -92,6 +92,7 @@ func (s *Server) Reload(cfg *policy.Config) error {
 	if err := s.gw.Reload(cfg); err != nil {
 		return err
 	}
+	s.metrics.seed(cfg)
 	for _, k := range restartOnly {
 		if !reflect.DeepEqual(k.get(cfg), k.get(s.started)) {
 			s.log.Warn("configuration reload: this setting changes only on restart; keeping the running value", "key", k.key)

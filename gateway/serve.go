@@ -118,6 +118,7 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 			"dir", sc.Dir, "max_bytes", sc.MaxBytes, "bytes", size, "waiting", waiting)
 	}
 	s.metrics = newMetrics(s)
+	s.metrics.seed(cfg)
 	gw.metrics = s.metrics
 	if gw.spool != nil {
 		s.metrics.reg.MustRegister(gw.spool.collectors()...)

@@ -144,6 +144,21 @@ tenants:
 	url := g.hookURL("acme", "tw")
 	before := scrape(t, g)
 	t0 := time.Now().UTC()
+	// A fresh gateway already lists every series DESIGN names, at zero.
+	for _, series := range []string{
+		`switchboard_ingress_requests_total{carrier="twilio",code="200",source="tw",tenant="acme"}`,
+		`switchboard_verification_failures_total{reason="bad_signature",source="tw",tenant="acme"}`,
+		`switchboard_deliveries_total{destination="ok",outcome="delivered",tenant="acme"}`,
+		`switchboard_delivery_duration_seconds_count{destination="ok",tenant="acme"}`,
+		`switchboard_queue_depth{destination="ok",tenant="acme"}`,
+		`switchboard_dlq_depth{destination="ok",tenant="acme"}`,
+		`switchboard_breaker_state{destination="ok",tenant="acme"}`,
+		`switchboard_dedup_hits_total{source="tw",tenant="acme"}`,
+	} {
+		if v, ok := before[series]; !ok || v != 0 {
+			t.Errorf("fresh /metrics: %s = %v (listed: %v), want 0", series, v, ok)
+		}
+	}
 
 	const text = "the rendezvous is at the old mill"
 	inbound := carrier.SimMessage{From: "+15555550123", To: "+15555550188", Text: text, MessageID: "SM000000000000000000000000000e0001"}
