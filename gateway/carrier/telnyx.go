@@ -156,6 +156,9 @@ func (c *Telnyx) Parse(r *Request) ([]switchboard.Event, error) {
 	}
 	var events []switchboard.Event
 	for _, to := range p.To {
+		if to.Status == "" {
+			continue // no status to report (a null or empty recipient)
+		}
 		status, ok := telnyxStatus[to.Status]
 		if ok && status == "" {
 			continue
