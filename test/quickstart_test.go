@@ -88,6 +88,11 @@ func TestQuickStart(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "embedded store") {
 		t.Errorf("dlq list on the embedded store: exit %d, %q; want 1 and an explanation", code, errOut)
 	}
+	// The tour's last step: the admin API with the example's demo token.
+	out, errOut, code = adminCLI(t, g, "demo_admin_token", "dlq", "list", "--tenant", "acme", "--output", "table")
+	if code != 0 || !strings.Contains(out, "DESTINATION") {
+		t.Errorf("admin dlq list with the example's token: exit %d, %q %q", code, out, errOut)
+	}
 }
 
 // TestCheck covers switchboard check's two answers.
