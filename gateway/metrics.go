@@ -61,7 +61,7 @@ func newMetrics(s *Server) *metrics {
 	m.dedupHits = counter("switchboard_dedup_hits_total",
 		"Events recognized as a carrier's retry of an event already stored, and dropped.", "tenant", "source")
 	m.deliveries = counter("switchboard_deliveries_total",
-		"Delivery attempts, by what followed: delivered, retry or dead_letter.", "tenant", "destination", "outcome")
+		"Delivery attempts, by what followed: delivered, retry or dead_letter. For a pull destination: events acknowledged (delivered) or dead-lettered after max_attempts hand-outs.", "tenant", "destination", "outcome")
 	m.deliveryTime = histogram("switchboard_delivery_duration_seconds",
 		"Duration of one delivery attempt, from sending the request to the response or error.",
 		prometheus.ExponentialBuckets(0.005, 2, 14), "tenant", "destination")
@@ -95,6 +95,8 @@ func (m *metrics) seed(cfg *policy.Config) {
 		}
 		for did, d := range t.Destinations {
 			if d.IsPull() {
+				m.deliveries.WithLabelValues(tid, did, "delivered")
+				m.deliveries.WithLabelValues(tid, did, "dead_letter")
 				continue
 			}
 			for _, outcome := range []string{"delivered", "retry", "dead_letter"} {
@@ -162,6 +164,21 @@ func (m *metrics) unrouted(tenant, source string) {
 		return
 	}
 	m.unroutedTotal.WithLabelValues(tenant, source).Inc()
+}
+
+// pulled counts a pull destination's outcomes as deliveries: events its
+// app acknowledged (delivered) and events dead-lettered after max_attempts
+// hand-outs without one.
+func (m *metrics) pulled(tenant, dest string, acked, dead int) {
+	if m == nil {
+		return
+	}
+	if acked > 0 {
+		m.deliveries.WithLabelValues(tenant, dest, "delivered").Add(float64(acked))
+	}
+	if dead > 0 {
+		m.deliveries.WithLabelValues(tenant, dest, "dead_letter").Add(float64(dead))
+	}
 }
 
 func (m *metrics) duplicates(tenant, source string, n int) {

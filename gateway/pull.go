@@ -238,6 +238,7 @@ func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p
 		}
 		return nil, err
 	}
+	g.metrics.pulled(p.Tenant, p.Destination, 0, dead)
 	if dead > 0 {
 		log.Warn("pulled events dead-lettered: handed out max_attempts times, never acknowledged",
 			"dead_lettered", dead, "max_attempts", d.Retry.MaxAttempts)
@@ -286,6 +287,7 @@ func (g *Gateway) pullAck(w http.ResponseWriter, r *http.Request) {
 		invalid = []string{}
 	}
 	if acked := len(req.Receipts) - len(invalid); acked > 0 {
+		g.metrics.pulled(tid, d.ID, acked, 0)
 		g.pulls.notify(tid) // a stream at its cap may go on
 	}
 	pullJSON(w, http.StatusOK, map[string]any{"acked": len(req.Receipts) - len(invalid), "invalid": invalid})

@@ -215,6 +215,16 @@ tenants:
 		}
 	})
 
+	t.Run("acknowledged and dead-lettered hand-outs count as deliveries", func(t *testing.T) {
+		m := scrape(t, g)
+		if n := m[`switchboard_deliveries_total{destination="inbox",outcome="delivered",tenant="acme"}`]; n < 3 {
+			t.Errorf("inbox delivered = %v, want at least the 3 acknowledged", n)
+		}
+		if n := m[`switchboard_deliveries_total{destination="inbox",outcome="dead_letter",tenant="acme"}`]; n != 1 {
+			t.Errorf("inbox dead_letter = %v, want 1", n)
+		}
+	})
+
 	t.Run("SSE stream, resumable with Last-Event-ID", func(t *testing.T) {
 		s := openStream(t, base+"/stream?max=5", "")
 		send(t, hook, "inbound", carrier.SimMessage{Text: "s1", MessageID: "SM000000000000000000000000000000g1"}, nil)
