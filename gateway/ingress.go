@@ -388,7 +388,7 @@ func redactURLsIn(text string) string {
 			b.WriteString(text)
 			return b.String()
 		}
-		j := strings.IndexByte(text[i+1:], '"')
+		j := closingQuote(text[i+1:])
 		if j < 0 {
 			b.WriteString(text)
 			return b.String()
@@ -397,6 +397,20 @@ func redactURLsIn(text string) string {
 		b.WriteString(redactURL(text[i+1 : i+1+j]))
 		text = text[i+1+j:]
 	}
+}
+
+// closingQuote is the index of the first '"' in s that %q did not escape,
+// or -1.
+func closingQuote(s string) int {
+	for j := 0; j < len(s); j++ {
+		switch s[j] {
+		case '\\':
+			j++ // skip the escaped character
+		case '"':
+			return j
+		}
+	}
+	return -1
 }
 
 // confirmSNS answers an AWS SNS subscription handshake: confirmed at once

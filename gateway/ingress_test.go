@@ -305,6 +305,11 @@ func TestRedactURLsIn(t *testing.T) {
 	if got := redactURLsIn(in); got != want {
 		t.Errorf("redactURLsIn:\n got %s\nwant %s", got, want)
 	}
+	// A quote inside the URL (escaped by %q) does not end it early.
+	in = fmt.Sprintf("URL %q then", `https://h/x?a="b"&Body=hi`)
+	if got, want := redactURLsIn(in), `URL "https://h/x?a=\"b\"&Body=REDACTED" then`; got != want {
+		t.Errorf("redactURLsIn:\n got %s\nwant %s", got, want)
+	}
 	if got := redactURLsIn(`no url "here"`); got != `no url "here"` {
 		t.Errorf("redactURLsIn changed text without a URL: %s", got)
 	}
