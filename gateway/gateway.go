@@ -184,6 +184,18 @@ func BuildCarriers(cfg *policy.Config, add func(tenant, source string, c carrier
 // certificate also no port and .pem) whatever client does the fetching.
 var snsHTTPClient *http.Client
 
+// The loader checks each source as its carrier reads it, so that check
+// and reloads report those problems with the rest (policy.SourceCheck).
+func init() {
+	policy.SourceCheck = func(s *policy.Source) error {
+		cc, err := carrierConfig(s)
+		if err == nil {
+			_, err = carrier.New(cc)
+		}
+		return err
+	}
+}
+
 func carrierConfig(s *policy.Source) (carrier.Config, error) {
 	c := carrier.Config{
 		Carrier:         s.Carrier,

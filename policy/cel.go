@@ -28,6 +28,15 @@ type program struct {
 	prg cel.Program
 }
 
+// whenError is a when: expression that does not compile; line is the line
+// of the expression (from 1) its first problem is on.
+type whenError struct {
+	msg  string
+	line int
+}
+
+func (e *whenError) Error() string { return e.msg }
+
 // compileWhen compiles a when: expression. Its errors say what is wrong and
 // where in the expression (line and column when it spans several lines).
 func compileWhen(expr string) (*program, error) {
@@ -42,14 +51,18 @@ func compileWhen(expr string) (*program, error) {
 	if iss != nil && iss.Err() != nil {
 		multiline := strings.Contains(strings.TrimSpace(expr), "\n")
 		var msgs []string
+		first := 0
 		for _, e := range iss.Errors() {
 			loc := fmt.Sprintf("column %d", e.Location.Column()+1)
 			if multiline {
 				loc = fmt.Sprintf("line %d of the expression, column %d", e.Location.Line(), e.Location.Column()+1)
 			}
+			if first == 0 {
+				first = e.Location.Line()
+			}
 			msgs = append(msgs, fmt.Sprintf("%s: %s", loc, e.Message))
 		}
-		return nil, fmt.Errorf("%s", strings.Join(msgs, "; "))
+		return nil, &whenError{msg: strings.Join(msgs, "; "), line: first}
 	}
 	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
 		return nil, fmt.Errorf("must be true or false, but its type is %s", cel.FormatCELType(t))

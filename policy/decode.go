@@ -22,10 +22,17 @@ type decoder struct {
 	lookup func(string) (string, bool)
 	// lines records the line of every key path seen, for later validation.
 	lines map[string]int
+	// blockLines records, for a block scalar ("key: |"), the line its
+	// text starts on: a problem in that text is on a line of its own.
+	blockLines map[string]int
 	// newDestination returns a destination pre-filled with the defaults.
 	newDestination func() *Destination
 	// skip lists key paths already decoded.
 	skip map[string]bool
+	// env records, per key path, a value that ${NAME} expanded, and the
+	// text it was written as: errors show the latter (a misplaced secret
+	// must not be printed by check).
+	env map[string][2]string
 }
 
 var (
@@ -65,7 +72,26 @@ func (d *decoder) expand(n *yaml.Node, path string) (string, bool) {
 		}
 		return v
 	})
+	if ok && d.env != nil {
+		d.env[path] = [2]string{out, s}
+	}
 	return out, ok
+}
+
+// hideExpanded rewrites errs so that none shows a value ${NAME} expanded
+// to: the error names the text written in the file instead.
+func hideExpanded(errs Errors, env map[string][2]string) {
+	for i, e := range errs {
+		x, ok := env[e.Path]
+		if !ok || x[0] == "" {
+			continue
+		}
+		msg := strings.ReplaceAll(e.Msg, strconv.Quote(x[0]), strconv.Quote(x[1]))
+		if len(x[0]) >= 4 {
+			msg = strings.ReplaceAll(msg, x[0], x[1])
+		}
+		errs[i].Msg = msg
+	}
 }
 
 func join(path, key string) string {
@@ -139,6 +165,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 	case reflect.String:
 		if s, ok := d.scalarSecret(n, path, secret); ok {
 			v.SetString(s)
+			if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 && d.blockLines != nil {
+				d.blockLines[path] = n.Line + 1
+			}
 		}
 	case reflect.Bool:
 		s, ok := d.scalar(n, path)
@@ -236,6 +265,68 @@ func fields(t reflect.Type) map[string]fieldInfo {
 	return out
 }
 
+// pairs is a mapping's key/value nodes with YAML merge keys applied:
+// "<<: *defaults" (or a list of aliases) brings in the keys of the merged
+// mappings that the mapping does not set itself.
+func (d *decoder) pairs(n *yaml.Node, path string) []*yaml.Node {
+	return d.mergedPairs(n, path, map[*yaml.Node]bool{n: true})
+}
+
+// mergedPairs is pairs; within lists the mappings being merged, so that
+// one that merges itself is an error rather than endless.
+func (d *decoder) mergedPairs(n *yaml.Node, path string, within map[*yaml.Node]bool) []*yaml.Node {
+	merge := false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Tag == "!!merge" {
+			merge = true
+		}
+	}
+	if !merge {
+		return n.Content
+	}
+	own := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Tag != "!!merge" {
+			own[n.Content[i].Value] = true
+		}
+	}
+	var out []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Tag != "!!merge" {
+			out = append(out, k, val)
+			continue
+		}
+		sources := []*yaml.Node{val}
+		if val.Kind == yaml.SequenceNode {
+			sources = val.Content
+		}
+		for _, m := range sources {
+			if m.Kind == yaml.AliasNode {
+				m = m.Alias
+			}
+			if m.Kind != yaml.MappingNode {
+				d.errorf(k, join(path, "<<"), "merges a %s; only mappings can be merged", kindName(m.Kind))
+				continue
+			}
+			if within[m] {
+				d.errorf(k, join(path, "<<"), "merges a mapping that contains this one")
+				continue
+			}
+			within[m] = true
+			mp := d.mergedPairs(m, path, within)
+			delete(within, m)
+			for j := 0; j+1 < len(mp); j += 2 {
+				if !own[mp[j].Value] {
+					own[mp[j].Value] = true // the first merged mapping wins
+					out = append(out, mp[j], mp[j+1])
+				}
+			}
+		}
+	}
+	return out
+}
+
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
 		d.errorf(n, path, "must be a mapping of keys, not a %s", kindName(n.Kind))
@@ -243,8 +334,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 	fs := fields(v.Type())
 	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+	content := d.pairs(n, path)
+	for i := 0; i+1 < len(content); i += 2 {
+		k, val := content[i], content[i+1]
 		p := join(path, k.Value)
 		if seen[k.Value] {
 			d.errorf(k, p, "defined twice")
@@ -274,8 +366,9 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string, secret b
 	if v.IsNil() {
 		v.Set(reflect.MakeMap(v.Type()))
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+	content := d.pairs(n, path)
+	for i := 0; i+1 < len(content); i += 2 {
+		k, val := content[i], content[i+1]
 		p := join(path, k.Value)
 		if !idPattern.MatchString(k.Value) {
 			d.errorf(k, p, "name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")

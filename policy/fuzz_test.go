@@ -19,6 +19,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("tenants:\n  a:\n    routes:\n      - to: [x]\n        match: {types: [1]}\n"))
 	f.Add([]byte("delivery: {timeout: 5x, retry: {max_attempts: -1}}\n"))
 	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("tenants:\n  a:\n    destinations:\n      d: &d {url: x}\n      e: {<<: [*d, *d], secret: y}\n"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, src []byte) {
 		p := filepath.Join(dir, "fuzz.yaml")

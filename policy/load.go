@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -98,13 +99,19 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 	cfg := defaultConfig
 	cfg.File = file
 	lines := map[string]pos{}
+	env := map[string][2]string{}
+	blocks := map[string]pos{}
 
 	root, ok := parseYAML(file, src, &errs)
 	if !ok {
 		root = nil
 	}
+	// An empty file (or one of comments only) is all defaults.
+	if ok && (root.Kind == 0 || root.Kind == yaml.DocumentNode && len(root.Content) == 0) {
+		ok = false
+	}
 	if ok {
-		d := &decoder{file: file, errs: &errs, lookup: lookup, lines: map[string]int{}}
+		d := &decoder{file: file, errs: &errs, lookup: lookup, lines: map[string]int{}, blockLines: map[string]int{}, env: env}
 		// delivery: first, so that destinations start from its values.
 		body := root
 		if body.Kind == yaml.DocumentNode && len(body.Content) > 0 {
@@ -124,11 +131,14 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 		for p, l := range d.lines {
 			lines[p] = pos{file, l}
 		}
+		for p, l := range d.blockLines {
+			blocks[p] = pos{file, l}
+		}
 		for _, t := range cfg.Tenants {
 			t.File = file
 		}
 		if cfg.TenantsDir != "" {
-			loadTenantsDir(&cfg, d, lines, &errs)
+			loadTenantsDir(&cfg, d, lines, blocks, &errs)
 		}
 	}
 	// Validate even when decoding failed, so one run lists every problem;
@@ -138,10 +148,11 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 		for _, e := range errs {
 			failed[e.Path] = true
 		}
-		v := validator{cfg: &cfg, lines: lines, errs: &errs, failed: failed}
+		v := validator{cfg: &cfg, lines: lines, blocks: blocks, errs: &errs, failed: failed}
 		v.validate()
 	}
 	if len(errs) > 0 {
+		hideExpanded(errs, env)
 		sort.SliceStable(errs, func(i, j int) bool {
 			if errs[i].File != errs[j].File {
 				return errs[i].File < errs[j].File
@@ -174,7 +185,7 @@ func parseYAML(file string, src []byte, errs *Errors) (*yaml.Node, bool) {
 
 // loadTenantsDir reads DIR/<tenant>.yaml, each holding what tenants.<tenant>
 // would.
-func loadTenantsDir(cfg *Config, d *decoder, lines map[string]pos, errs *Errors) {
+func loadTenantsDir(cfg *Config, d *decoder, lines, blocks map[string]pos, errs *Errors) {
 	dir := cfg.TenantsDir
 	if !filepath.IsAbs(dir) {
 		dir = filepath.Join(filepath.Dir(cfg.File), dir)
@@ -216,13 +227,16 @@ func loadTenantsDir(cfg *Config, d *decoder, lines map[string]pos, errs *Errors)
 		if !ok {
 			continue
 		}
-		td := &decoder{file: f, errs: errs, lookup: d.lookup, lines: map[string]int{}, newDestination: d.newDestination}
+		td := &decoder{file: f, errs: errs, lookup: d.lookup, lines: map[string]int{}, blockLines: map[string]int{}, newDestination: d.newDestination, env: d.env}
 		t := &Tenant{}
 		td.decode(root, reflectValue(t), path, false)
 		t.File = f
 		cfg.Tenants[id] = t
 		for p, l := range td.lines {
 			lines[p] = pos{f, l}
+		}
+		for p, l := range td.blockLines {
+			blocks[p] = pos{f, l}
 		}
 		lines[path] = pos{f, 1}
 	}
@@ -314,8 +328,10 @@ var carrierKeys = map[string][]string{
 }
 
 type validator struct {
-	cfg    *Config
-	lines  map[string]pos
+	cfg   *Config
+	lines map[string]pos
+	// blocks: where the text of a block scalar starts (decoder.blockLines).
+	blocks map[string]pos
 	errs   *Errors
 	failed map[string]bool // paths that already have a decoding error
 }
@@ -520,7 +536,22 @@ func (v *validator) rate(p string, r *Rate) {
 	}
 }
 
+// SourceCheck, when set, validates a source's settings as its carrier
+// reads them (a key's format, say: a Telnyx public_key must be 32 bytes of
+// base64). The gateway sets it, so that check and a reload report these
+// problems with every other, at the key they are about.
+var SourceCheck func(*Source) error
+
 func (v *validator) source(p string, s *Source) {
+	before := len(*v.errs)
+	defer func() {
+		if SourceCheck == nil || len(*v.errs) > before {
+			return
+		}
+		if err := SourceCheck(s); err != nil {
+			v.fail(sourceKeyPath(p, err.Error()), "%s", err.Error())
+		}
+	}()
 	keys, ok := carrierKeys[s.Carrier]
 	if !ok {
 		if s.Carrier == "" {
@@ -551,6 +582,23 @@ func (v *validator) source(p string, s *Source) {
 	if s.ReplayWindow == 0 {
 		s.ReplayWindow = Duration(5 * time.Minute)
 	}
+}
+
+// sourceKeyPath is the key a carrier's complaint is about — its errors
+// read "telnyx: public_key is not base64" — or the source itself.
+func sourceKeyPath(p, msg string) string {
+	_, rest, ok := strings.Cut(msg, ": ")
+	if !ok {
+		rest = msg
+	}
+	end := strings.IndexFunc(rest, func(r rune) bool { return r != '_' && (r < 'a' || r > 'z') })
+	if end < 0 {
+		end = len(rest)
+	}
+	if _, known := fields(reflect.TypeOf(Source{}))[rest[:end]]; known && end > 0 {
+		return p + "." + rest[:end]
+	}
+	return p
 }
 
 func (v *validator) destination(p string, d *Destination) {

@@ -350,3 +350,69 @@ func TestRateScope(t *testing.T) {
 		t.Errorf("errors = %v, want %q", errs, want)
 	}
 }
+
+// A value from ${NAME} that fails validation is shown as written, never
+// expanded: a secret put under the wrong key must not be printed.
+func TestErrorsHideExpandedValues(t *testing.T) {
+	vars := map[string]string{"TW_TOKEN": "tok", "S1": "whsec_topsecretvalue", "S2": "abc123"}
+	body := "server:\n  max_body_bytes: ${S1}\n  trusted_proxies: [\"${S2}\"]\n" + good
+	_, errs := loadErrors(t, body, vars)
+	text := errs.Error()
+	for _, leak := range []string{"topsecretvalue", "abc123"} {
+		if strings.Contains(text, leak) {
+			t.Errorf("errors show %q:\n%s", leak, text)
+		}
+	}
+	for _, want := range []string{`server.max_body_bytes: "${S1}" is not a whole number`, `server.trusted_proxies[0]: "${S2}" is not a CIDR`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("errors lack %q:\n%s", want, text)
+		}
+	}
+}
+
+// An empty file, or one of comments only, is all defaults.
+func TestLoadEmptyFile(t *testing.T) {
+	for _, body := range []string{"", "# nothing yet\n"} {
+		cfg := mustLoad(t, body, nil)
+		if len(cfg.Tenants) != 0 || cfg.Server.MaxBodyBytes != defaultConfig.Server.MaxBodyBytes {
+			t.Errorf("%q: tenants %d, max_body_bytes %d; want the defaults", body, len(cfg.Tenants), cfg.Server.MaxBodyBytes)
+		}
+	}
+}
+
+// YAML merge keys bring in an anchored mapping's keys; the mapping's own
+// keys win, and unknown keys are still errors.
+func TestLoadMergeKeys(t *testing.T) {
+	body := `tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: x}
+    destinations:
+      a: &dest
+        url: https://a.example.com/
+        secret: ` + secret + `
+        timeout: 3s
+      b: {<<: *dest, url: "https://b.example.com/", timeout: 4s}
+      c:
+        <<: [*dest]
+        url: https://c.example.com/
+    routes: [{to: [a, b, c]}]
+`
+	cfg := mustLoad(t, body, nil)
+	ds := cfg.Tenants["acme"].Destinations
+	if b := ds["b"]; b.URL != "https://b.example.com/" || b.Timeout.D() != 4*time.Second || len(b.Secret) == 0 {
+		t.Errorf("b = url %s timeout %v secret set %v; want its own url and timeout, a's secret", b.URL, b.Timeout.D(), len(b.Secret) > 0)
+	}
+	if c := ds["c"]; c.URL != "https://c.example.com/" || c.Timeout.D() != 3*time.Second {
+		t.Errorf("c = url %s timeout %v; want its own url, a's timeout", c.URL, c.Timeout.D())
+	}
+	_, errs := loadErrors(t, strings.Replace(body, "url: https://c.example.com/", "url: https://c.example.com/\n        bogus: 1", 1), nil)
+	if !strings.Contains(errs.Error(), "tenants.acme.destinations.c.bogus: unknown key") {
+		t.Errorf("errors = %v, want c.bogus unknown", errs)
+	}
+	// A mapping that merges itself is an error, not an endless loop.
+	_, errs = loadErrors(t, "tenants:\n  acme: &x\n    <<: *x\n", nil)
+	if !strings.Contains(errs.Error(), "tenants.acme.<<: merges a mapping that contains this one") {
+		t.Errorf("errors = %v, want the self-merge named", errs)
+	}
+}

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -192,7 +193,12 @@ func (v *validator) compileRoute(p string, t *Tenant, r *Route) {
 	}
 	if r.When != "" || v.lines[p+".when"].line != 0 {
 		prg, err := compileWhen(r.When)
-		if err != nil {
+		var we *whenError
+		if errors.As(err, &we) && we.line > 0 && v.blocks[p+".when"].line > 0 {
+			// "when: |": the problem's own line in the file.
+			at := v.blocks[p+".when"]
+			v.errs.add(at.file, at.line+we.line-1, p+".when", err.Error())
+		} else if err != nil {
 			v.fail(p+".when", "%s", err.Error())
 		}
 		r.when = prg

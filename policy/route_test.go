@@ -154,7 +154,7 @@ func TestRouteConditionErrors(t *testing.T) {
 		p + `:16: tenants.acme.routes[1].when: column `,
 		p + `:18: tenants.acme.routes[2].when: column 1: undeclared reference to 'evnt'`,
 		p + `:20: tenants.acme.routes[3].when: must be true or false, but its type is int`,
-		p + `:24: tenants.acme.routes[5].when: line 2 of the expression, column 18: undeclared reference to 'nope'`,
+		p + `:26: tenants.acme.routes[5].when: line 2 of the expression, column 18: undeclared reference to 'nope'`, // its own line in the file
 		p + `:28: tenants.acme.routes[6].when: is empty`,
 	} {
 		if !strings.Contains(got, w) {

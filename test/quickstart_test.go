@@ -102,7 +102,7 @@ func TestCheck(t *testing.T) {
 		t.Errorf("check example: exit %d, %q %q", code, out, errOut)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	if err := os.WriteFile(bad, []byte("server:\n  listne: x\ntenants:\n  acme:\n    routes:\n      - to: [nowhere]\n"), 0o600); err != nil {
+	if err := os.WriteFile(bad, []byte("server:\n  listne: x\ntenants:\n  acme:\n    routes:\n      - to: [nowhere]\n    sources:\n      tl: {carrier: telnyx,\n        public_key: not-base64}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, code = runCLI(t, "check", "--config", bad)
@@ -110,7 +110,9 @@ func TestCheck(t *testing.T) {
 		t.Errorf("check bad: exit %d, want 1", code)
 	}
 	// Every problem at once: the unknown key and the missing route target.
-	for _, want := range []string{bad + ":2: server.listne: unknown key", bad + `:6: tenants.acme.routes[0].to[0]: destination "nowhere"`} {
+	// The carrier's own check of a key comes in the same run, at that key.
+	for _, want := range []string{bad + ":2: server.listne: unknown key", bad + `:6: tenants.acme.routes[0].to[0]: destination "nowhere"`,
+		bad + ":9: tenants.acme.sources.tl.public_key: telnyx: public_key is not base64"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("check bad printed %q, want a line %q", errOut, want)
 		}
