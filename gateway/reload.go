@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -8,8 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/switchboard-gw/switchboard/gateway/delivery"
 	"github.com/switchboard-gw/switchboard/policy"
@@ -123,14 +127,48 @@ func (s *Server) Reload(cfg *policy.Config) error {
 	return nil
 }
 
-// changes describes what a reload changes, for the log.
+// changes describes what a reload changes, for the log: tenants
+// ("acme"), their destinations ("acme/crm"), sources ("acme/sources.tw"),
+// routes ("acme/routes") and other settings ("acme/settings"), and the
+// top-level sections ("server", "delivery", …).
 func changes(old, cfg *policy.Config) []any {
 	var added, removed, changed []string
+	for _, sec := range []struct {
+		name     string
+		was, now any
+	}{
+		{"server", old.Server, cfg.Server}, {"redis", old.Redis, cfg.Redis}, {"delivery", old.Delivery, cfg.Delivery},
+		{"dedup", old.Dedup, cfg.Dedup}, {"history", old.History, cfg.History}, {"tracing", old.Tracing, cfg.Tracing},
+		{"spool", old.Spool, cfg.Spool}, {"tenants_dir", old.TenantsDir, cfg.TenantsDir},
+	} {
+		if !sameYAML(sec.was, sec.now) {
+			changed = append(changed, sec.name)
+		}
+	}
 	for _, tid := range cfg.TenantIDs() {
 		t, o := cfg.Tenants[tid], old.Tenants[tid]
 		if o == nil {
 			added = append(added, tid)
 			continue
+		}
+		for sid, src := range t.Sources {
+			switch os := o.Sources[sid]; {
+			case os == nil:
+				added = append(added, tid+"/sources."+sid)
+			case !sameYAML(os, src):
+				changed = append(changed, tid+"/sources."+sid)
+			}
+		}
+		for sid := range o.Sources {
+			if t.Sources[sid] == nil {
+				removed = append(removed, tid+"/sources."+sid)
+			}
+		}
+		if !sameYAML(o.Routes, t.Routes) {
+			changed = append(changed, tid+"/routes")
+		}
+		if o.AdminToken != t.AdminToken || o.IngressRate != t.IngressRate || o.DeliveryRate != t.DeliveryRate || o.History != t.History {
+			changed = append(changed, tid+"/settings")
 		}
 		for _, did := range t.DestinationIDs() {
 			switch od := o.Destinations[did]; {
@@ -151,9 +189,20 @@ func changes(old, cfg *policy.Config) []any {
 			removed = append(removed, tid)
 		}
 	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	slices.Sort(changed)
 	tn, src, dst, routes := cfg.Counts()
 	return []any{"file", cfg.File, "tenants", tn, "sources", src, "destinations", dst, "routes", routes,
 		"added", nonNil(added), "removed", nonNil(removed), "changed", nonNil(changed)}
+}
+
+// sameYAML compares two configuration values as their YAML would: by
+// their keys, not by what loading compiled from them or where they were.
+func sameYAML(a, b any) bool {
+	x, err1 := yaml.Marshal(a)
+	y, err2 := yaml.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
 func nonNil(s []string) []string {

@@ -228,7 +228,7 @@ func TestReload(t *testing.T) {
 	if s.worker("globex") != nil {
 		t.Error("the removed tenant still has a worker")
 	}
-	if !strings.Contains(s.log.String(), `"removed":["globex"]`) {
+	if !strings.Contains(s.log.String(), `"removed":["acme/sources.tw2","globex"]`) {
 		t.Errorf("the reload log does not list what was removed:\n%s", grepLines(s.log.String(), "reloaded"))
 	}
 }
@@ -302,5 +302,49 @@ tenants_dir: tenants
 	}
 	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", statusForm("SM2"), true); code != http.StatusOK {
 		t.Errorf("after a failed reload: %d, want 200 from the running configuration", code)
+	}
+}
+
+// The reload log names what changed: sources, routes, tenant settings and
+// top-level sections as well as destinations; moving lines changes nothing.
+func TestReloadChanges(t *testing.T) {
+	load := func(text string) *policy.Config {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "sb.yaml")
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := policy.Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	const base = `server: {trusted_proxies: [10.0.0.0/8]}
+tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: one}
+      sn: {carrier: sinch, secret: s}
+    destinations:
+      crm: {url: "https://crm.example.com/", secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=}
+    routes:
+      - to: [crm]
+`
+	old := load(base)
+	if got := changes(old, load("\n\n"+base)); !strings.HasSuffix(fmt.Sprint(got), "added [] removed [] changed []]") {
+		t.Errorf("lines moved: %v, want nothing changed", got)
+	}
+	now := load(strings.NewReplacer(
+		"10.0.0.0/8", "10.0.0.0/16",
+		"secret: one", "secret: two",
+		"      sn: {carrier: sinch, secret: s}\n", "      pl: {carrier: plivo, secret: p}\n",
+		"      - to: [crm]", "      - to: [crm]\n        match: {types: [message.received]}",
+	).Replace(base))
+	got := fmt.Sprint(changes(old, now))
+	for _, want := range []string{"added [acme/sources.pl]", "removed [acme/sources.sn]", "changed [acme/routes acme/sources.tw server]"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("changes = %s, want %q", got, want)
+		}
 	}
 }

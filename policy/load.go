@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -387,6 +389,19 @@ func (v *validator) validate() {
 	if u := c.Redis.URL; u != "" {
 		if !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") && !strings.HasPrefix(u, "unix://") {
 			v.fail("redis.url", "must start with redis://, rediss:// or unix://")
+		} else if _, err := redis.ParseURL(u); err != nil {
+			// Not the URL itself: it may hold a password.
+			v.fail("redis.url", "cannot be parsed as redis://[user:password@]host:port/db")
+		}
+	}
+	for path, addr := range map[string]string{"server.listen": s.Listen, "server.admin_listen": s.AdminListen} {
+		if addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			v.fail(path, "%q is not host:port (like :8080 or 127.0.0.1:9090)", addr)
+		} else if _, err := net.LookupPort("tcp", port); err != nil {
+			v.fail(path, "%q: %q is not a port", addr, port)
 		}
 	}
 	if c.Dedup.TTL <= 0 {

@@ -416,3 +416,20 @@ func TestLoadMergeKeys(t *testing.T) {
 		t.Errorf("errors = %v, want the self-merge named", errs)
 	}
 }
+
+// check refuses what serve would: listen addresses that are not host:port
+// and a Redis URL that cannot be parsed (without printing it: it may hold
+// a password).
+func TestLoadAddresses(t *testing.T) {
+	body := "server: {listen: \"127.0.0.1:notaport\", admin_listen: nonsense}\nredis: {url: \"redis://:pw@127.0.0.1:notaport/0\"}\n" + good
+	_, errs := loadErrors(t, body, map[string]string{"TW_TOKEN": "x"})
+	text := errs.Error()
+	for _, want := range []string{"server.listen: \"127.0.0.1:notaport\": \"notaport\" is not a port", "server.admin_listen: \"nonsense\" is not host:port", "redis.url: cannot be parsed"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("errors lack %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, ":pw@") {
+		t.Errorf("errors show the Redis URL's password:\n%s", text)
+	}
+}

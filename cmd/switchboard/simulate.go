@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 func cmdSimulate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("simulate", "simulate --url URL --carrier C --secret S [--kind inbound|status] [--from N] [--to N] [--text T] [--status S]", stderr)
 	target := fs.String("url", "", "the gateway `URL` of the source, e.g. http://127.0.0.1:8080/hooks/acme/twilio-main")
-	name := fs.String("carrier", "twilio", "`carrier` to imitate ("+strings.Join(carrier.Names(), ", ")+")")
+	simulable := slices.DeleteFunc(carrier.Names(), func(n string) bool { return n == "aws-sns" }) // only Amazon can sign
+	name := fs.String("carrier", "twilio", "`carrier` to imitate ("+strings.Join(simulable, ", ")+"; not aws-sns: only Amazon can sign)")
 	var cfg carrier.Config
 	fs.StringVar(&cfg.Secret, "secret", "", "the source's `secret` (auth token, signing key)")
 	fs.StringVar(&cfg.SignatureMethod, "signature-method", "", "vonage-sms signature `method`")

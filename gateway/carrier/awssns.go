@@ -378,7 +378,11 @@ func (c *SNS) Parse(r *Request) ([]switchboard.Event, error) {
 func (c *SNS) Reply(*Request, []switchboard.Event) Response { return replyOK() }
 
 func (c *SNS) simulate(string, SimMessage, string, time.Time) (*http.Request, error) {
-	return nil, errors.New("SNS messages are signed with Amazon's private key and cannot be forged; publish a test message to the topic instead (aws sns publish)")
+	return nil, c.simulateErr()
+}
+
+func (*SNS) simulateErr() error {
+	return errors.New("SNS messages are signed with Amazon's private key and cannot be forged; publish a test message to the topic instead (aws sns publish)")
 }
 
 // SNSStringToSign returns the string SNS signs for body, an SNS message's

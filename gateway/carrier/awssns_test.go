@@ -90,6 +90,11 @@ func TestSNS(t *testing.T) {
 	if _, err := Simulate(snsCfg(stub), "inbound", SimMessage{}, "https://h/x", time.Now()); err == nil || !strings.Contains(err.Error(), "aws sns publish") {
 		t.Error("Simulate(aws-sns) = nil error; SNS messages can only be signed by Amazon")
 	}
+	// Without a source's settings (simulate's flags have no topic_arns) it
+	// says the same, not that topic_arns is missing.
+	if _, err := Simulate(Config{Carrier: "aws-sns", Secret: "x"}, "inbound", SimMessage{}, "https://h/x", time.Now()); err == nil || !strings.Contains(err.Error(), "cannot be forged") {
+		t.Errorf("Simulate(aws-sns, no topics) = %v, want 'cannot be forged'", err)
+	}
 }
 
 // TestSNSStringToSign: the exported helper tests sign with is the
