@@ -131,14 +131,25 @@ func Run(ctx context.Context, cfg Config, cbs []Callback) Result {
 	var next atomic.Int64
 	var errs atomic.Int64
 	lat := make([][]time.Duration, conns)
+	// The connections are opened before the clock starts: connection
+	// set-up is not what is measured.
+	open := make([]*clientConn, conns)
 	var wg sync.WaitGroup
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			open[c], _ = dial(ctx, u.Host) // on failure, the first request dials again
+		}()
+	}
+	wg.Wait()
 	start := time.Now()
 	for c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			mine := make([]time.Duration, 0, limit/conns+1)
-			var cn *clientConn
+			cn := open[c]
 			defer func() { cn.close() }()
 			buf := make([]byte, 0, 2048)
 			for ctx.Err() == nil {
