@@ -89,6 +89,12 @@ func loadTenant(t *testing.T, yaml string) *policy.Tenant {
 // start runs a worker for tenant until the test ends.
 func (r *rig) start(tenant *policy.Tenant, consumer, scope string) *Worker {
 	r.t.Helper()
+	return r.startWith(tenant, consumer, scope, nil)
+}
+
+// startWith is start with set (when not nil) changing the worker first.
+func (r *rig) startWith(tenant *policy.Tenant, consumer, scope string, set func(*Worker)) *Worker {
+	r.t.Helper()
 	w := &Worker{
 		Store: r.store, Tenant: tenant, Client: NewClient(true), Consumer: consumer,
 		Log:       slog.New(slog.NewJSONHandler(r.log, nil)),
@@ -98,6 +104,9 @@ func (r *rig) start(tenant *policy.Tenant, consumer, scope string) *Worker {
 			defer r.mu.Unlock()
 			r.attempts = append(r.attempts, attempt{dest: dest, event: j.EventID, attempt: j.Attempts + 1, status: o.Status, at: time.Now()})
 		},
+	}
+	if set != nil {
+		set(w)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -361,20 +370,7 @@ func TestRetryLeavesWhenDue(t *testing.T) {
 `, fmt.Sprintf(`    destinations:
       app: {url: %q, secret: %s}
 `, rcv.URL, testSecret)))
-	w := &Worker{
-		Store: r.store, Tenant: tenant, Client: NewClient(true), Consumer: "c1",
-		Log:          slog.New(slog.NewJSONHandler(r.log, nil)),
-		promoteEvery: time.Hour,
-		Observe: func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.attempts = append(r.attempts, attempt{dest: dest, event: j.EventID, attempt: j.Attempts + 1, status: o.Status, at: time.Now()})
-		},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = w.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r.startWith(tenant, "c1", "", func(w *Worker) { w.promoteEvery = time.Hour })
 	r.enqueue(1, "app")
 	waitFor(t, 10*time.Second, "the retry", func() bool { return len(r.made("app")) == 2 })
 	a := r.made("app")
