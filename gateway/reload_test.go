@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
 	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue/redistest"
@@ -191,11 +193,18 @@ func TestReload(t *testing.T) {
 		t.Errorf("no warning that rate_scope needs a restart:\n%s", grepLines(s.log.String(), "restart"))
 	}
 	// A job is in its stream or (after a failed attempt) in the retry set.
+	// Both counted in one transaction: a retry moving between them while
+	// they are read would be counted twice or not at all.
 	jobs := func() int64 {
 		ctx := context.Background()
-		n, _ := s.rdb.XLen(ctx, "sb:{acme}:d:app").Result()
-		r, _ := s.rdb.ZCard(ctx, "sb:{acme}:retry").Result()
-		return n + r
+		var n, r *redis.IntCmd
+		if _, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			n, r = p.XLen(ctx, "sb:{acme}:d:app"), p.ZCard(ctx, "sb:{acme}:retry")
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n.Val() + r.Val()
 	}
 	before := jobs()
 	if code, _ := postTwilio(t, s.IngressAddr, "acme", "tw2", statusForm("SM5"), true); code != http.StatusOK {

@@ -532,7 +532,7 @@ tenants:
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the reload", func() bool { n, _ := reloads(g); return n == 1 })
-	if !strings.Contains(g.log.String(), `"added":["acme/added"],"removed":["acme/old"],"changed":["acme/ok"]`) {
+	if !strings.Contains(g.log.String(), `"added":["acme/added"],"removed":["acme/old"],"changed":["acme/ok","acme/routes"]`) {
 		t.Errorf("the reload log does not list the changes:\n%s", lines(g.log.String(), "reloaded"))
 	}
 	if code := send(t, url, "status", carrier.SimMessage{MessageID: fmt.Sprintf("SM%032d", 610)}, nil); code != http.StatusOK {
