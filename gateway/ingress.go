@@ -337,9 +337,9 @@ func rawJSON(r *http.Request, body []byte) []byte {
 // sent, its order and encoding kept, so that it can be compared with the
 // URL configured at the carrier (a signature mismatch is about exactly
 // that); the values of parameters that may be secrets (token, key, secret,
-// sig, password) and of those that carry message text (a GET callback's
-// body, text, message, content) become REDACTED, and phone numbers are
-// masked.
+// sig, pass, pwd, auth, credential) and of those that carry message
+// content (a GET callback's body, text, message, content, data, udh)
+// become REDACTED, and phone numbers are masked.
 func redactURL(s string) string {
 	base, query, ok := strings.Cut(s, "?")
 	if !ok || query == "" {
@@ -367,10 +367,10 @@ func redactURL(s string) string {
 // redactParam reports whether a query parameter's value stays out of logs.
 func redactParam(name string) bool {
 	switch name {
-	case "body", "text", "message", "content", "msg":
+	case "body", "text", "message", "content", "msg", "data", "udh":
 		return true
 	}
-	for _, w := range []string{"token", "key", "secret", "sig", "password"} {
+	for _, w := range []string{"token", "key", "secret", "sig", "pass", "pwd", "auth", "credential"} {
 		if strings.Contains(name, w) {
 			return true
 		}

@@ -33,6 +33,12 @@ type decoder struct {
 	// text it was written as: errors show the latter (a misplaced secret
 	// must not be printed by check).
 	env map[string][2]string
+	// nulls records the key paths written with no value ("key:"): they
+	// keep their default, as if left out.
+	nulls map[string]bool
+	// merged caches each merged mapping's pairs, so that a mapping
+	// merged many times is expanded once (no exponential blow-up).
+	merged map[*yaml.Node][]*yaml.Node
 }
 
 var (
@@ -82,15 +88,17 @@ func (d *decoder) expand(n *yaml.Node, path string) (string, bool) {
 // to: the error names the text written in the file instead.
 func hideExpanded(errs Errors, env map[string][2]string) {
 	for i, e := range errs {
-		x, ok := env[e.Path]
-		if !ok || x[0] == "" {
-			continue
+		for path, x := range env {
+			// The error's own key, or one below it (a list item, a
+			// source's key when the source is blamed).
+			if x[0] == "" || path != e.Path && !strings.HasPrefix(path, e.Path+".") && !strings.HasPrefix(path, e.Path+"[") {
+				continue
+			}
+			errs[i].Msg = strings.ReplaceAll(errs[i].Msg, strconv.Quote(x[0]), strconv.Quote(x[1]))
+			if len(x[0]) >= 4 {
+				errs[i].Msg = strings.ReplaceAll(errs[i].Msg, x[0], x[1])
+			}
 		}
-		msg := strings.ReplaceAll(e.Msg, strconv.Quote(x[0]), strconv.Quote(x[1]))
-		if len(x[0]) >= 4 {
-			msg = strings.ReplaceAll(msg, x[0], x[1])
-		}
-		errs[i].Msg = msg
 	}
 }
 
@@ -113,6 +121,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 		return
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		if d.nulls != nil {
+			d.nulls[path] = true
+		}
 		return // "key:" with no value keeps the default
 	}
 	switch {
@@ -165,7 +176,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, secret bool
 	case reflect.String:
 		if s, ok := d.scalarSecret(n, path, secret); ok {
 			v.SetString(s)
-			if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 && d.blockLines != nil {
+			if n.Style&yaml.LiteralStyle != 0 && d.blockLines != nil { // ">" joins lines: no mapping
 				d.blockLines[path] = n.Line + 1
 			}
 		}
@@ -313,9 +324,16 @@ func (d *decoder) mergedPairs(n *yaml.Node, path string, within map[*yaml.Node]b
 				d.errorf(k, join(path, "<<"), "merges a mapping that contains this one")
 				continue
 			}
-			within[m] = true
-			mp := d.mergedPairs(m, path, within)
-			delete(within, m)
+			mp, ok := d.merged[m]
+			if !ok {
+				within[m] = true
+				mp = d.mergedPairs(m, path, within)
+				delete(within, m)
+				if d.merged == nil {
+					d.merged = map[*yaml.Node][]*yaml.Node{}
+				}
+				d.merged[m] = mp
+			}
 			for j := 0; j+1 < len(mp); j += 2 {
 				if !own[mp[j].Value] {
 					own[mp[j].Value] = true // the first merged mapping wins

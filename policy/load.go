@@ -103,6 +103,7 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 	lines := map[string]pos{}
 	env := map[string][2]string{}
 	blocks := map[string]pos{}
+	nulls := map[string]bool{}
 
 	root, ok := parseYAML(file, src, &errs)
 	if !ok {
@@ -113,7 +114,7 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 		ok = false
 	}
 	if ok {
-		d := &decoder{file: file, errs: &errs, lookup: lookup, lines: map[string]int{}, blockLines: map[string]int{}, env: env}
+		d := &decoder{file: file, errs: &errs, lookup: lookup, lines: map[string]int{}, blockLines: map[string]int{}, env: env, nulls: nulls}
 		// delivery: first, so that destinations start from its values.
 		body := root
 		if body.Kind == yaml.DocumentNode && len(body.Content) > 0 {
@@ -150,7 +151,7 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 		for _, e := range errs {
 			failed[e.Path] = true
 		}
-		v := validator{cfg: &cfg, lines: lines, blocks: blocks, errs: &errs, failed: failed}
+		v := validator{cfg: &cfg, lines: lines, blocks: blocks, nulls: nulls, errs: &errs, failed: failed}
 		v.validate()
 	}
 	if len(errs) > 0 {
@@ -229,7 +230,7 @@ func loadTenantsDir(cfg *Config, d *decoder, lines, blocks map[string]pos, errs 
 		if !ok {
 			continue
 		}
-		td := &decoder{file: f, errs: errs, lookup: d.lookup, lines: map[string]int{}, blockLines: map[string]int{}, newDestination: d.newDestination, env: d.env}
+		td := &decoder{file: f, errs: errs, lookup: d.lookup, lines: map[string]int{}, blockLines: map[string]int{}, newDestination: d.newDestination, env: d.env, nulls: d.nulls}
 		t := &Tenant{}
 		td.decode(root, reflectValue(t), path, false)
 		t.File = f
@@ -334,6 +335,8 @@ type validator struct {
 	lines map[string]pos
 	// blocks: where the text of a block scalar starts (decoder.blockLines).
 	blocks map[string]pos
+	// nulls: keys written with no value (decoder.nulls).
+	nulls  map[string]bool
 	errs   *Errors
 	failed map[string]bool // paths that already have a decoding error
 }
@@ -437,11 +440,10 @@ func (v *validator) validate() {
 		t := c.Tenants[tid]
 		t.ID = tid
 		tp := "tenants." + tid
-		// A tenant's own retention wins, 0s (no history) included.
-		if _, set := v.lines[tp+".history.retention"]; !set {
+		// A tenant's own retention wins, 0s (no history) included; a key
+		// written with no value is left out.
+		if _, set := v.lines[tp+".history.retention"]; !set || v.nulls[tp+".history.retention"] {
 			t.History.Retention = c.History.Retention
-		} else if t.History.Retention < 0 {
-			v.fail(tp+".history.retention", "must not be negative (0s keeps no history)")
 		}
 		v.rate(tp+".ingress_rate", &t.IngressRate)
 		v.rate(tp+".delivery_rate", &t.DeliveryRate)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -431,5 +432,49 @@ func TestLoadAddresses(t *testing.T) {
 	}
 	if strings.Contains(text, ":pw@") {
 		t.Errorf("errors show the Redis URL's password:\n%s", text)
+	}
+}
+
+// A chain of mappings, each merging the previous one many times, loads
+// at once: each merged mapping is expanded once.
+func TestLoadMergeChain(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("tenants:\n  acme:\n    sources:\n      tw: {carrier: twilio, secret: x}\n    destinations:\n")
+	fmt.Fprintf(&b, "      d0: &a0 {url: \"https://a.example.com/\", secret: %s}\n", secret)
+	for i := 1; i <= 14; i++ {
+		refs := strings.Repeat(fmt.Sprintf("*a%d, ", i-1), 10)
+		fmt.Fprintf(&b, "      d%d: &a%d {<<: [%s]}\n", i, i, strings.TrimSuffix(refs, ", "))
+	}
+	b.WriteString("    routes: [{to: [d14]}]\n")
+	p := writeFile(t, t.TempDir(), "sb.yaml", b.String())
+	type result struct {
+		cfg *Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cfg, err := LoadEnv(p, env(nil))
+		done <- result{cfg, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if got := r.cfg.Tenants["acme"].Destinations["d14"].URL; got != "https://a.example.com/" {
+			t.Errorf("d14 url = %q, want d0's", got)
+		}
+	case <-time.After(30 * time.Second): // 10^14 expansions without the cache
+		t.Fatal("loading a chain of merges did not finish")
+	}
+}
+
+// A tenant's "retention:" written with no value inherits, like one left out.
+func TestHistoryRetentionNull(t *testing.T) {
+	vars := map[string]string{"TW_TOKEN": "tok"}
+	cfg := mustLoad(t, "history: {retention: 6h}\n"+
+		strings.Replace(good, "  acme:\n", "  acme:\n    history:\n      retention:\n", 1), vars)
+	if got := cfg.Tenants["acme"].History.Retention.D(); got != 6*time.Hour {
+		t.Errorf("acme retention with no value = %v, want the top level's 6h", got)
 	}
 }
