@@ -342,8 +342,8 @@ func TestFailureReason(t *testing.T) {
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://h/x?auth=s3cr3t&pass=hunter2&pwd=x&id=7": "https://h/x?auth=REDACTED&pass=REDACTED&pwd=REDACTED&id=7",
-		"https://h/x?type=binary&data=00ff&udh=0500&n=1":   "https://h/x?type=binary&data=REDACTED&udh=REDACTED&n=1",
-		"https://h/hooks/a/b":                               "https://h/hooks/a/b",
+		"https://h/x?type=binary&data=00ff&udh=0500&n=1":  "https://h/x?type=binary&data=REDACTED&udh=REDACTED&n=1",
+		"https://h/hooks/a/b":                             "https://h/hooks/a/b",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%s) = %s, want %s", in, got, want)
