@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +19,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
-	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue/redistest"
 )
 
@@ -85,14 +82,7 @@ func (r *recorder) count(id string) int {
 
 func startServer(t *testing.T, cfgText string, logs io.Writer) *Server {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "sb.yaml")
-	if err := os.WriteFile(file, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := policy.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, cfgText)
 	srv, err := Start(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Options{Consumer: "test"})
 	if err != nil {
 		t.Fatal(err)

@@ -53,14 +53,7 @@ tenants:
       - match: {types: [message.received]}
         to: [app]
 `
-	file := filepath.Join(t.TempDir(), "sb.yaml")
-	if err := os.WriteFile(file, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := policy.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, cfgText)
 	rdb := rs.Client(t)
 	logs := &syncWriter{}
 	g, err := New(cfg, queue.New(rdb), slog.New(slog.NewJSONHandler(logs, nil)))
@@ -70,6 +63,20 @@ tenants:
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, rdb: rdb, rs: rs, log: logs}
+}
+
+// loadConfig writes text to a config file and loads it.
+func loadConfig(t *testing.T, text string) *policy.Config {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "sb.yaml")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := policy.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 type syncWriter struct {

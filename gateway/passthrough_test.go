@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
 	"github.com/switchboard-gw/switchboard/gateway/webhook"
-	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue"
 	"github.com/switchboard-gw/switchboard/queue/redistest"
 )
@@ -98,14 +95,7 @@ tenants:
     routes:
       - to: [crm]
 `
-	file := filepath.Join(t.TempDir(), "sb.yaml")
-	if err := os.WriteFile(file, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := policy.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, cfgText)
 	rdb := rs.Client(t)
 	logs := &syncWriter{}
 	g, err := New(cfg, queue.New(rdb), slog.New(slog.NewJSONHandler(logs, nil)))

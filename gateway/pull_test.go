@@ -8,14 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
-	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue"
 	"github.com/switchboard-gw/switchboard/queue/redistest"
 )
@@ -50,14 +47,7 @@ tenants:
     destinations:
       inbox: {type: pull, token: globex-token-0123456789}
 `
-	file := filepath.Join(t.TempDir(), "sb.yaml")
-	if err := os.WriteFile(file, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := policy.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, cfgText)
 	logs := &syncWriter{}
 	g, err := New(cfg, queue.New(rs.Client(t)), slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {

@@ -317,18 +317,7 @@ tenants_dir: tenants
 // The reload log names what changed: sources, routes, tenant settings and
 // top-level sections as well as destinations; moving lines changes nothing.
 func TestReloadChanges(t *testing.T) {
-	load := func(text string) *policy.Config {
-		t.Helper()
-		file := filepath.Join(t.TempDir(), "sb.yaml")
-		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := policy.Load(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
-	}
+	load := func(text string) *policy.Config { return loadConfig(t, text) }
 	const base = `server: {trusted_proxies: [10.0.0.0/8]}
 tenants:
   acme:
