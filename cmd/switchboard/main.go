@@ -127,17 +127,15 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
 	return 0, true
 }
 
-// loadConfig loads and fully validates a config, carriers included,
-// printing every problem as FILE:LINE: key.path: problem.
+// loadConfig loads and fully validates a config, carriers included (the
+// gateway package sets policy.SourceCheck), printing every problem as
+// FILE:LINE: key.path: problem.
 func loadConfig(file string, stderr io.Writer) (*policy.Config, bool) {
 	if file == "" {
 		fmt.Fprintln(stderr, "--config is required")
 		return nil, false
 	}
 	cfg, err := policy.Load(file)
-	if err == nil {
-		err = gateway.BuildCarriers(cfg, nil)
-	}
 	if err != nil {
 		var errs policy.Errors
 		if errors.As(err, &errs) {
