@@ -26,7 +26,7 @@ func (s *Store) Ack(ctx context.Context, j *Job) error {
 
 // Retry moves a job to the retry set, due at due (ms precision; a time in
 // the past, or zero, is due at once), after attempts attempts in all;
-// lastErr is the error of the last one. Promote
+// lastErr is the error of the last one. PromoteNext
 // brings it back with Attempts = attempts and LastError = lastErr.
 func (s *Store) Retry(ctx context.Context, j *Job, attempts int, due time.Time, lastErr string) error {
 	if err := j.check("retry"); err != nil {
@@ -101,19 +101,13 @@ func (s *Store) Release(ctx context.Context, j *Job) error {
 	return nil
 }
 
-// Promote moves up to limit retries of tenant due at or before now back to
-// the tails of their destination streams, and returns how many it moved.
-// limit <= 0 means 100. Each call is one atomic script, so instances may run
-// it concurrently: a retry is moved exactly once. Call it again while it
+// PromoteNext moves up to limit retries of tenant due at or before now back
+// to the tails of their destination streams, and returns how many it moved
+// and when the earliest retry left is due (ms precision; the zero time if
+// none is), so that the caller can sleep until exactly then. limit <= 0
+// means 100. Each call is one atomic script, so instances may run it
+// concurrently: a retry is moved exactly once. Call it again while it
 // returns limit. Errors wrap switchboard.ErrUnavailable.
-func (s *Store) Promote(ctx context.Context, tenant string, now time.Time, limit int) (int, error) {
-	n, _, err := s.PromoteNext(ctx, tenant, now, limit)
-	return n, err
-}
-
-// PromoteNext is Promote that also returns when the earliest retry left is
-// due (ms precision; the zero time if none is), so that the caller can
-// sleep until exactly then.
 func (s *Store) PromoteNext(ctx context.Context, tenant string, now time.Time, limit int) (int, time.Time, error) {
 	if limit <= 0 {
 		limit = 100

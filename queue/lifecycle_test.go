@@ -36,10 +36,10 @@ func TestRetryPromote(t *testing.T) {
 		t.Errorf("Retrying = %d, want 1", st.Retrying)
 	}
 
-	if n, err := s.Promote(ctx, tenant, due.Add(-time.Millisecond), 10); err != nil || n != 0 {
+	if n, _, err := s.PromoteNext(ctx, tenant, due.Add(-time.Millisecond), 10); err != nil || n != 0 {
 		t.Fatalf("Promote before due = %d, %v; want 0", n, err)
 	}
-	if n, err := s.Promote(ctx, tenant, due, 10); err != nil || n != 1 {
+	if n, _, err := s.PromoteNext(ctx, tenant, due, 10); err != nil || n != 1 {
 		t.Fatalf("Promote at due = %d, %v; want 1", n, err)
 	}
 	if st := mustStats(t, s, "crm")["crm"]; st.Retrying != 0 || st.Queued != 1 {
@@ -60,7 +60,7 @@ func TestRetryPromote(t *testing.T) {
 	if err := s.Retry(ctx, &got, 2, due, "timeout"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.Promote(ctx, tenant, due, 0); err != nil || n != 1 {
+	if n, _, err := s.PromoteNext(ctx, tenant, due, 0); err != nil || n != 1 {
 		t.Fatalf("Promote = %d, %v; want 1", n, err)
 	}
 	if again := mustRead(t, s, "c1", map[string]int{"crm": 1}); len(again) != 1 || again[0].Attempts != 2 || again[0].LastError != "timeout" {
@@ -116,7 +116,7 @@ func TestStaleAckGuard(t *testing.T) {
 	if st != (Stats{Retrying: 1}) {
 		t.Errorf("stats = %+v, want only Retrying 1", st)
 	}
-	if n, err := s.Promote(ctx, tenant, time.Now(), 10); err != nil || n != 1 {
+	if n, _, err := s.PromoteNext(ctx, tenant, time.Now(), 10); err != nil || n != 1 {
 		t.Errorf("Promote = %d, %v; want 1", n, err)
 	}
 }
@@ -153,7 +153,7 @@ func TestPromoteConcurrent(t *testing.T) {
 	for g := range 2 {
 		wg.Go(func() {
 			for {
-				n, err := s.Promote(ctx, tenant, now, 7)
+				n, _, err := s.PromoteNext(ctx, tenant, now, 7)
 				if err != nil {
 					errs[g] = err
 					return

@@ -38,7 +38,7 @@ return 1
 `)
 
 // Schedule stores j, a job not in any stream that has had attempts attempts
-// (lastErr the last one's error), in the retry set due at due: Promote
+// (lastErr the last one's error), in the retry set due at due: PromoteNext
 // brings it to its destination's stream then. j needs Tenant, Destination,
 // EventID, Event and EnqueuedAt (Raw if its destination needs it); its ID
 // is ignored. Scheduling the same event for the same destination twice

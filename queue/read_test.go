@@ -350,7 +350,7 @@ func TestReadRecoversFromRestart(t *testing.T) {
 	if err := s.Retry(ctx, &jobs[0], 1, time.Now(), "503"); err != nil {
 		t.Fatalf("Retry after restart: %v", err)
 	}
-	if n, err := s.Promote(ctx, tenant, time.Now(), 10); err != nil || n != 1 {
+	if n, _, err := s.PromoteNext(ctx, tenant, time.Now(), 10); err != nil || n != 1 {
 		t.Fatalf("Promote after restart = %d, %v; want 1", n, err)
 	}
 	if err := s.Ack(ctx, &jobs[1]); err != nil {
