@@ -7,7 +7,8 @@
 // BENCH_SHORT=1 runs a tiny version (CI keeps the harness alive with it; it
 // asserts nothing about timings). BENCH_RUNS sets the runs per figure
 // (default 3), BENCH_SECONDS each load window (default 5). BENCH_ONLY (a
-// comma-separated subset of floor, nogc, ingest, paced, e2e, aof, backlog)
+// comma-separated subset of floor, floorgc, nogc, nohist, ingest, paced,
+// e2e, aof, backlog)
 // runs only those figures, for quick iterations. BENCH_PROFILE_DIR makes every
 // gateway write a CPU profile there (serve --cpuprofile). BENCH_GATEWAY
 // names a prebuilt gateway binary to measure instead of building one.
@@ -92,7 +93,7 @@ func main() {
 				continue
 			}
 		}
-		var floorR, ingR, ingNoGC, e2eR []float64
+		var floorR, floorGC, floorGCRedis, ingR, ingNoGC, ingNoHist, ingNoHistRedis, e2eR []float64
 		var p50, p99 []float64
 		// paced[rate] = floor p50, floor p99, gateway p50, gateway p99
 		paced := map[int]*[4][]float64{}
@@ -107,8 +108,16 @@ func main() {
 				floorR = append(floorR, r.Rate())
 				floorCPU, floorRedis, floorLoad = append(floorCPU, r.serverCPU), append(floorRedis, r.redisCPU), append(floorLoad, r.loadCPU)
 			}
+			if !aof && want("floorgc") {
+				r := measureFloorGroup(floor, i)
+				floorGC, floorGCRedis = append(floorGC, r.Rate()), append(floorGCRedis, r.redisCPU)
+			}
 			if !aof && want("nogc") {
 				ingNoGC = append(ingNoGC, measureIngestWindow(gw, aof, i, "0s").Rate())
+			}
+			if !aof && want("nohist") {
+				r := measureIngestWith(gw, aof, i, "100us", 0, "history: {retention: 0s}")
+				ingNoHist, ingNoHistRedis = append(ingNoHist, r.Rate()), append(ingNoHistRedis, r.redisCPU)
 			}
 			if aof || want("ingest") {
 				r := measureIngest(gw, aof, i)
@@ -131,7 +140,9 @@ func main() {
 			}
 		}
 		rows = appendRow(rows, "floor server: verify + normalize + 1 XADD (req/s, 64 conns)", label, floorR, "%.0f")
+		rows = appendRow(rows, "floor with group commit: its XADDs pipelined (req/s, 64 conns)", label, floorGC, "%.0f")
 		rows = appendRow(rows, "gateway ingest without group commit (req/s, 64 conns)", label, ingNoGC, "%.0f")
+		rows = appendRow(rows, "gateway ingest, history off (req/s, 64 conns)", label, ingNoHist, "%.0f")
 		rows = appendRow(rows, "gateway ingest (req/s, 64 conns)", label, ingR, "%.0f")
 		rows = appendRow(rows, "gateway ingest p50 (ms)", label, p50, "%.2f")
 		rows = appendRow(rows, "gateway ingest p99 (ms)", label, p99, "%.2f")
@@ -145,9 +156,11 @@ func main() {
 		rows = appendRow(rows, "CPU per request: floor server (µs)", label, floorCPU, "%.1f")
 		rows = appendRow(rows, "CPU per request: Redis behind the floor (µs)", label, floorRedis, "%.1f")
 		rows = appendRow(rows, "CPU per request: load generator, floor runs (µs)", label, floorLoad, "%.1f")
+		rows = appendRow(rows, "CPU per request: Redis behind the floor with group commit (µs)", label, floorGCRedis, "%.1f")
 		rows = appendRow(rows, "CPU per callback: gateway (µs)", label, gwCPU, "%.1f")
 		rows = appendRow(rows, "CPU per callback: Redis behind the gateway (µs)", label, gwRedis, "%.1f")
 		rows = appendRow(rows, "CPU per request: load generator, gateway runs (µs)", label, gwLoad, "%.1f")
+		rows = appendRow(rows, "CPU per callback: Redis behind the gateway, history off (µs)", label, ingNoHistRedis, "%.1f")
 	}
 	sizes := []int{100_000, 1_000_000}
 	if short {
@@ -239,6 +252,12 @@ func report(rows []row, rawSize int) {
 	fmt.Fprintf(&b, "\nTargets, this run (AOF off):\n")
 	if floor > 0 && ing > 0 {
 		fmt.Fprintf(&b, "- ingest / floor = %.2f (target ≥ 1.25: %s)\n", ing/floor, verdict(ing/floor >= 1.25))
+	}
+	floorGC := med["floor with group commit: its XADDs pipelined (req/s, 64 conns)|AOF off"]
+	noHist := med["gateway ingest, history off (req/s, 64 conns)|AOF off"]
+	if floor > 0 && (floorGC > 0 || noHist > 0) {
+		fmt.Fprintf(&b, "  (for comparison, not targets: floor with group commit / floor = %.2f; gateway with history off / floor = %.2f)\n",
+			floorGC/floor, noHist/floor)
 	}
 	if p99 > 0 {
 		fmt.Fprintf(&b, "- p99 at 64 connections = %.2f ms (target ≤ 10 ms: %s)\n", p99, verdict(p99 <= 10))
@@ -439,6 +458,11 @@ func gatewayConfig(redisAddr, destURL string, held bool) string {
 }
 
 func gatewayConfigWindow(redisAddr, destURL string, held bool, window string) string {
+	return gatewayConfigWith(redisAddr, destURL, held, window, "")
+}
+
+// gatewayConfigWith adds extra, top-level YAML, to the configuration.
+func gatewayConfigWith(redisAddr, destURL string, held bool, window, extra string) string {
 	rate := ""
 	if held {
 		rate = "\n        rate: {per_second: 0.001, burst: 1}"
@@ -447,6 +471,7 @@ func gatewayConfigWindow(redisAddr, destURL string, held bool, window string) st
 server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
 redis: {url: "redis://%s/0", group_commit_window: %s}
 delivery: {allow_private_networks: true, timeout: 5s, max_in_flight: 64}
+%s
 tenants:
   bench:
     sources:
@@ -457,7 +482,7 @@ tenants:
         secret: %s%s
     routes:
       - to: [app]
-`, redisAddr, window, secret, destURL, whsec, rate)
+`, redisAddr, window, extra, secret, destURL, whsec, rate)
 }
 
 // pacedRates are the offered loads of the paced latency figures: about a
@@ -517,10 +542,19 @@ func measureFloor(bin string, aof bool, run int) measured {
 	return measureFloorRate(bin, aof, run, 0)
 }
 
+// measureFloorGroup measures the floor with group commit (floor -group).
+func measureFloorGroup(bin string, run int) measured {
+	return measureFloorArgs(bin, false, run, 0, "-group")
+}
+
 func measureFloorRate(bin string, aof bool, run int, rate float64) measured {
+	return measureFloorArgs(bin, aof, run, rate)
+}
+
+func measureFloorArgs(bin string, aof bool, run int, rate float64, extra ...string) measured {
 	rs := startRedis(aof)
 	defer rs.stop()
-	p := startProc(bin, []string{"--redis", "redis://" + rs.addr + "/0", "--secret", secret}, func(line string) (string, bool) {
+	p := startProc(bin, append([]string{"--redis", "redis://" + rs.addr + "/0", "--secret", secret}, extra...), func(line string) (string, bool) {
 		if i := strings.Index(line, "floor listening on "); i >= 0 {
 			return strings.TrimSpace(line[i+len("floor listening on "):]), true
 		}
@@ -539,9 +573,15 @@ func measureIngestWindow(bin string, aof bool, run int, window string) measured 
 }
 
 func measureIngestRate(bin string, aof bool, run int, window string, rate float64) measured {
+	return measureIngestWith(bin, aof, run, window, rate, "")
+}
+
+// measureIngestWith is measureIngestRate with extra top-level YAML in the
+// gateway's configuration.
+func measureIngestWith(bin string, aof bool, run int, window string, rate float64, extra string) measured {
 	rs := startRedis(aof)
 	defer rs.stop()
-	p := startGateway(bin, gatewayConfigWindow(rs.addr, "http://127.0.0.1:9/never", true, window))
+	p := startGateway(bin, gatewayConfigWith(rs.addr, "http://127.0.0.1:9/never", true, window, extra))
 	defer p.stop()
 	return loadAt("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("I%d", run), rate, p.cmd.Process.Pid, rs.cmd.Process.Pid)
 }
