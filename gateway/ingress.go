@@ -116,6 +116,32 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	for i := range events {
+		events[i].Tenant, events[i].Source, events[i].Carrier = tid, sid, s.cfg.Carrier
+	}
+	// One part of a longer message waits in Redis for the others; the
+	// callback that brings the last one stores the whole (multipart.go).
+	var roles []eventRole
+	var parts *queue.Parts
+	if mp, ok := s.multipart(); ok && len(events) == 1 {
+		if part, ok := mp.Part(req); ok {
+			rl.with("part", strconv.Itoa(part.Number)+"/"+strconv.Itoa(part.Total))
+			joined, p, err := g.takePart(r.Context(), rt, tid, s, &events[0], part, start)
+			switch {
+			case err != nil && g.spool == nil:
+				w.Header().Set("Retry-After", "1")
+				g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable; try again", err)
+				return
+			case err != nil: // the spool takes the part as an event of its own
+				log().Warn("Redis unreachable: a message part is spooled as an event of its own", "err", err.Error())
+			case joined != nil:
+				events, roles, parts = append(events, *joined), []eventRole{rolePart, roleJoined}, p
+			default:
+				roles = []eventRole{rolePart}
+			}
+		}
+	}
+
 	var raw []byte // the raw callback, built only for a raw destination
 	rawTaken := map[string]bool{}
 	entries := make([]*queue.Entry, 0, len(events))
@@ -124,29 +150,26 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		e := &events[i]
 		e.ID = switchboard.NewEventID(start)
 		e.Timestamp = switchboard.NewTime(start)
-		e.Tenant, e.Source, e.Carrier = tid, sid, s.cfg.Carrier
-		dests := s.withPassthrough(t.cfg.Route(e)) // passthrough.go
+		role := roleWhole
+		if i < len(roles) {
+			role = roles[i]
+		}
+		dests := withoutRaw(s, s.withPassthrough(t.cfg.Route(e)), role) // passthrough.go, multipart.go
 		if len(dests) == 0 {
-			log().Info("no route takes this event; not stored", "event_id", e.ID, "type", e.Type)
-			g.metrics.unrouted(tid, sid)
+			if role != rolePart { // a part waits for the others: it is not unrouted
+				log().Info("no route takes this event; not stored", "event_id", e.ID, "type", e.Type)
+				g.metrics.unrouted(tid, sid)
+			}
 			continue
 		}
 		routed++
-		b, err := json.Marshal(e)
+		entry, err := newEntry(tid, t, e, dests, start, traceParent(r.Context())) // tracing.go
 		if err != nil {
 			g.fail(w, log(), http.StatusInternalServerError, "cannot encode event", err)
 			return
 		}
-		entry := &queue.Entry{
-			Tenant:       tid,
-			DedupKey:     e.DedupKey(),
-			EventID:      e.ID,
-			Event:        b,
-			Destinations: dests,
-			Now:          start,
-			History:      t.cfg.History.Retention.D(),
-			MessageID:    e.Data.MessageID,
-			TraceParent:  traceParent(r.Context()), // tracing.go
+		if role == roleJoined {
+			entry.DedupKey = partsDedupKey(parts)
 		}
 		// A raw destination gets the callback once, with its first routed
 		// event, however many events the callback held.
@@ -194,6 +217,9 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			g.wake(tid)
 		}
 		g.pulls.notify(tid)
+	}
+	if parts != nil {
+		g.finishParts(r.Context(), rt, tid, s, parts, log())
 	}
 	if nonceKey != "" && !spooled {
 		// The events are stored; a failure here only weakens replay

@@ -216,6 +216,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.runWorker(tid, w)
 	}
 	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.gw.sweepParts(wctx) // multipart.go: messages whose parts did not all come
+	}()
 	if s.gw.spool != nil {
 		s.wg.Add(1)
 		go func() {

@@ -187,6 +187,10 @@ type Source struct {
 	Encoding        string   `yaml:"encoding"`
 	Prefix          string   `yaml:"prefix"`
 	ReplayWindow    Duration `yaml:"replay_window"`
+	// ReassemblyWindow is how long the parts of a multipart inbound
+	// message wait for the others (vonage-sms, default 1m; 0s: each part
+	// is its own event). Then what came is delivered as one event.
+	ReassemblyWindow Duration `yaml:"reassembly_window"`
 	// Passthrough, when set, forwards each callback synchronously to one
 	// destination and gives the carrier that app's answer (legacy.go).
 	Passthrough *Passthrough `yaml:"passthrough"`

@@ -599,7 +599,23 @@ func (v *validator) source(p string, s *Source) {
 	if s.ReplayWindow == 0 {
 		s.ReplayWindow = Duration(5 * time.Minute)
 	}
+	_, set := v.lines[p+".reassembly_window"]
+	set = set && !v.nulls[p+".reassembly_window"]
+	switch {
+	case !set && s.Carrier == "vonage-sms" && s.Passthrough == nil:
+		s.ReassemblyWindow = Duration(DefaultReassemblyWindow)
+	case !set:
+		s.ReassemblyWindow = 0
+	case s.ReassemblyWindow > 0 && s.Carrier != "vonage-sms":
+		v.fail(p+".reassembly_window", "only vonage-sms delivers a message in parts")
+	case s.ReassemblyWindow > 0 && s.Passthrough != nil:
+		v.fail(p+".reassembly_window", "a pass-through source forwards each part while the carrier waits; set 0s or remove passthrough")
+	}
 }
+
+// DefaultReassemblyWindow is how long a vonage-sms source waits for the
+// rest of a multipart message unless reassembly_window says otherwise.
+const DefaultReassemblyWindow = time.Minute
 
 // sourceKeyPath is the key a carrier's complaint is about — its errors
 // read "telnyx: public_key is not base64" — or the source itself.

@@ -478,3 +478,38 @@ func TestHistoryRetentionNull(t *testing.T) {
 		t.Errorf("acme retention with no value = %v, want the top level's 6h", got)
 	}
 }
+
+// reassembly_window: 1m by default for vonage-sms, 0 for other carriers and
+// pass-through sources; set where no parts come, it is an error.
+func TestReassemblyWindow(t *testing.T) {
+	src := func(s string) string {
+		return `tenants:
+  acme:
+    sources:
+` + s + `
+    destinations:
+      crm: {url: "https://crm.example.com/hooks", secret: ` + secret + `}
+    routes: [{to: [crm]}]
+`
+	}
+	cfg := mustLoad(t, src(`      vn: {carrier: vonage-sms, secret: s, signature_method: sha256}
+      v2: {carrier: vonage-sms, secret: s, signature_method: sha256, reassembly_window: 10s}
+      v0: {carrier: vonage-sms, secret: s, signature_method: sha256, reassembly_window: 0s}
+      vp: {carrier: vonage-sms, secret: s, signature_method: sha256, passthrough: {destination: crm}}
+      tw: {carrier: twilio, secret: s}`), nil)
+	for sid, want := range map[string]time.Duration{"vn": time.Minute, "v2": 10 * time.Second, "v0": 0, "vp": 0, "tw": 0} {
+		if got := cfg.Tenants["acme"].Sources[sid].ReassemblyWindow.D(); got != want {
+			t.Errorf("%s: reassembly_window = %v, want %v", sid, got, want)
+		}
+	}
+	p, errs := loadErrors(t, src(`      tw: {carrier: twilio, secret: s, reassembly_window: 1m}
+      vp: {carrier: vonage-sms, secret: s, signature_method: sha256, passthrough: {destination: crm}, reassembly_window: 1m}`), nil)
+	for _, w := range []string{
+		p + ":4: tenants.acme.sources.tw.reassembly_window: only vonage-sms delivers a message in parts",
+		p + ":5: tenants.acme.sources.vp.reassembly_window: a pass-through source",
+	} {
+		if !strings.Contains(errs.Error(), w) {
+			t.Errorf("errors lack %q; got:\n%s", w, errs.Error())
+		}
+	}
+}

@@ -201,3 +201,41 @@ tenants:
 		}
 	}
 }
+
+// TestVonageMultipart sends a three-part Vonage SMS with the CLI, parts out
+// of order: the normalized destination gets one event with the whole text,
+// the raw destination each callback.
+func TestVonageMultipart(t *testing.T) {
+	rs := redistest.Start(t)
+	norm := newDestination(t, nil)
+	raw := newDestination(t, nil)
+	g := startGateway(t, fmt.Sprintf(`
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: %q}
+delivery: {allow_private_networks: true, timeout: 5s}
+tenants:
+  acme:
+    sources:
+      vn: {carrier: vonage-sms, secret: vonage-sig-secret, signature_method: sha256}
+    destinations:
+      norm: {url: %q, secret: %s}
+      raw: {url: %q, secret: %s, format: raw}
+    routes:
+      - to: [norm, raw]
+`, rs.URL(), norm.URL, demoSecret, raw.URL, demoSecret))
+	for _, p := range []struct{ part, text string }{{"2/3", "the middle, "}, {"3/3", "the end."}, {"1/3", "The start, "}} {
+		out, errOut, code := runCLI(t, "simulate", "--url", g.hookURL("acme", "vn"), "--carrier", "vonage-sms",
+			"--secret", "vonage-sig-secret", "--signature-method", "sha256", "--part", p.part, "--part-ref", "A7", "--text", p.text)
+		if code != 0 {
+			t.Fatalf("simulate --part %s: exit %d\n%s%s", p.part, code, out, errOut)
+		}
+	}
+	e := event(t, norm.next(t, 10*time.Second))
+	if e.Data.Text != "The start, the middle, the end." || e.Data.Segments != 3 {
+		t.Errorf("joined event: text %q, segments %d; want the three parts in order, segments 3", e.Data.Text, e.Data.Segments)
+	}
+	waitFor(t, 10*time.Second, "three raw callbacks", func() bool { return len(raw.deliveries()) == 3 })
+	if n := len(norm.deliveries()); n != 1 {
+		t.Errorf("normalized destination got %d deliveries, want 1", n)
+	}
+}

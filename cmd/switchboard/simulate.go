@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,8 +35,19 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&m.Text, "text", "Hello from switchboard simulate", "message `text` (inbound)")
 	fs.StringVar(&m.Status, "status", "delivered", "carrier `status` word (status callbacks)")
 	fs.StringVar(&m.MessageID, "message-id", "", "carrier message `id` (default: random, so repeats are not deduplicated)")
+	part := fs.String("part", "", "vonage-sms inbound: send part `N/M` of a multipart message (concat-part/concat-total)")
+	fs.StringVar(&m.PartRef, "part-ref", "", "vonage-sms: the multipart message's `reference` (concat-ref; default 1), the same for every part")
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
+	}
+	if *part != "" {
+		n, total, ok := strings.Cut(*part, "/")
+		m.Part, _ = strconv.Atoi(n)
+		m.Parts, _ = strconv.Atoi(total)
+		if !ok || m.Part < 1 || m.Parts < 2 || m.Part > m.Parts || *name != "vonage-sms" || *kind != "inbound" {
+			fmt.Fprintln(stderr, "--part takes N/M with 1 ≤ N ≤ M and M ≥ 2, for --carrier vonage-sms --kind inbound")
+			return 2
+		}
 	}
 	if *target == "" {
 		fmt.Fprintln(stderr, "--url is required")

@@ -73,6 +73,22 @@ type Carrier interface {
 	Reply(r *Request, events []switchboard.Event) Response
 }
 
+// A Part is one part of an inbound message that the carrier delivers in
+// parts (Vonage SMS's concatenated messages), each in its own callback.
+type Part struct {
+	// Ref is the same for every part of one message and differs between
+	// messages: the sender, the recipient and the carrier's reference.
+	Ref string
+	// Number is this part's place, 1 to Total.
+	Number, Total int
+}
+
+// Multipart is a carrier whose inbound messages may come in parts. Part
+// reports whether a verified request is one part of a longer message.
+type Multipart interface {
+	Part(r *Request) (Part, bool)
+}
+
 // Config is a source's carrier settings, as the operator wrote them.
 type Config struct {
 	Carrier         string

@@ -24,6 +24,11 @@ type SimMessage struct {
 	// MessageID is the carrier's message id (default: a random id in the
 	// carrier's format, so that repeated simulations are not deduplicated).
 	MessageID string
+	// Part and Parts make an inbound message one part of a longer one,
+	// Part of Parts, the parts sharing PartRef (vonage-sms's concat-part,
+	// concat-total, concat-ref; other carriers join parts themselves).
+	Part, Parts int
+	PartRef     string
 }
 
 // Simulation kinds.

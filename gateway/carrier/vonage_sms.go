@@ -1,6 +1,7 @@
 package carrier
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/sha1"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,9 +149,27 @@ var vonageDLRStatus = map[string]string{
 	"unknown":   switchboard.StatusUnknown,
 }
 
+// Part reports an inbound message's part: concat=true with concat-ref,
+// concat-total > 1 and concat-part in 1..concat-total. The gateway puts the
+// parts of one (msisdn, to, concat-ref) together (gateway/multipart.go).
+func (c *VonageSMS) Part(r *Request) (Part, bool) {
+	if !bytes.Contains(r.Body, []byte("concat")) && !strings.Contains(r.RawQuery, "concat") {
+		return Part{}, false // the common case, without parsing again
+	}
+	p, err := vonageParams(r)
+	if err != nil || p.Get("status") != "" || p.Get("concat") != "true" || p.Get("concat-ref") == "" {
+		return Part{}, false
+	}
+	total, n := atoi(p.Get("concat-total")), atoi(p.Get("concat-part"))
+	if total < 2 || n < 1 || n > total {
+		return Part{}, false
+	}
+	return Part{Ref: p.Get("msisdn") + " " + p.Get("to") + " " + p.Get("concat-ref"), Number: n, Total: total}, true
+}
+
 // Parse reads an inbound message (no status parameter) or a delivery
 // receipt. A multipart inbound message arrives part by part; each part is
-// one event, with segments = concat-total.
+// one event, with segments = concat-total (the gateway joins them: Part).
 func (c *VonageSMS) Parse(r *Request) ([]switchboard.Event, error) {
 	p, err := vonageParams(r)
 	if err != nil {
@@ -217,6 +237,12 @@ func (c *VonageSMS) simulate(kind string, m SimMessage, target string, now time.
 		p["type"] = "text"
 		keyword, _, _ := strings.Cut(m.Text, " ")
 		p["keyword"] = strings.ToUpper(keyword)
+		if m.Parts > 1 {
+			p["concat"] = "true"
+			p["concat-ref"] = orDefault(m.PartRef, "1")
+			p["concat-total"] = strconv.Itoa(m.Parts)
+			p["concat-part"] = strconv.Itoa(max(m.Part, 1))
+		}
 	} else {
 		word := carrierWord(vonageDLRWord, m.Status)
 		p["msisdn"] = strings.TrimPrefix(m.To, "+")

@@ -116,3 +116,36 @@ func TestVonageSMSReplay(t *testing.T) {
 }
 
 func FuzzVonageSMS(f *testing.F) { fuzzCarrier(f, vonageSMSCfg, "vonage-sms", nil, true) }
+
+// Part reads concat-ref, concat-part and concat-total from a JSON body, a
+// form or a GET query; a single message, a DLR or bad numbers are no part.
+func TestVonageSMSPart(t *testing.T) {
+	c := mustNew(t, vonageSMSCfg).(*VonageSMS)
+	concat := "concat=true&concat-ref=7F&concat-total=3&concat-part=2&msisdn=447700900001&to=447700900002&messageId=0A1&text=x"
+	want := Part{Ref: "447700900001 447700900002 7F", Number: 2, Total: 3}
+	for name, r := range map[string]*Request{
+		"json": {Method: "POST", Header: map[string][]string{"Content-Type": {"application/json"}},
+			Body: []byte(`{"concat":"true","concat-ref":"7F","concat-total":"3","concat-part":"2","msisdn":"447700900001","to":"447700900002","messageId":"0A1","text":"x"}`)},
+		"form": {Method: "POST", Header: map[string][]string{"Content-Type": {"application/x-www-form-urlencoded"}}, Body: []byte(concat)},
+		"get":  {Method: "GET", RawQuery: concat, URL: "https://h.example.com/v?" + concat},
+	} {
+		if got, ok := c.Part(r); !ok || got != want {
+			t.Errorf("%s: Part = %+v, %v; want %+v", name, got, ok, want)
+		}
+	}
+	form := func(s string) *Request {
+		return &Request{Method: "POST", Header: map[string][]string{"Content-Type": {"application/x-www-form-urlencoded"}}, Body: []byte(s)}
+	}
+	for _, s := range []string{
+		"msisdn=447700900001&to=447700900002&messageId=0A1&text=x",     // one message
+		strings.Replace(concat, "concat=true", "concat=false", 1),      // not concatenated
+		strings.Replace(concat, "concat-part=2", "concat-part=4", 1),   // beyond the total
+		strings.Replace(concat, "concat-total=3", "concat-total=1", 1), // one part
+		strings.Replace(concat, "concat-ref=7F", "concat-ref=", 1),     // no reference
+		concat + "&status=delivered",                                   // a DLR
+	} {
+		if got, ok := c.Part(form(s)); ok {
+			t.Errorf("Part(%s) = %+v, want no part", s, got)
+		}
+	}
+}
