@@ -128,12 +128,10 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			rl.with("part", strconv.Itoa(part.Number)+"/"+strconv.Itoa(part.Total))
 			joined, p, err := g.takePart(r.Context(), rt, tid, s, &events[0], part, start)
 			switch {
-			case err != nil && g.spool == nil:
+			case err != nil: // not spooled: the part waits in Redis or nowhere
 				w.Header().Set("Retry-After", "1")
-				g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable; try again", err)
+				g.fail(w, log(), http.StatusServiceUnavailable, "cannot store the message part; try again", err)
 				return
-			case err != nil: // the spool takes the part as an event of its own
-				log().Warn("Redis unreachable: a message part is spooled as an event of its own", "err", err.Error())
 			case joined != nil:
 				events, roles, parts = append(events, *joined), []eventRole{rolePart, roleJoined}, p
 			default:
@@ -219,7 +217,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		g.pulls.notify(tid)
 	}
 	if parts != nil {
-		g.finishParts(r.Context(), rt, tid, s, parts, log())
+		g.finishParts(r.Context(), rt, tid, parts, log())
 	}
 	if nonceKey != "" && !spooled {
 		// The events are stored; a failure here only weakens replay

@@ -3,26 +3,32 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	switchboard "github.com/switchboard-gw/switchboard"
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
+	"github.com/switchboard-gw/switchboard/policy"
 	"github.com/switchboard-gw/switchboard/queue"
 )
 
 // Multipart inbound messages (Vonage SMS's concat=true): the carrier calls
 // once per part. Each part is stored in Redis (queue/multipart.go) before
-// the carrier gets its 200, and raw destinations get each callback as it
-// comes, as the carrier sent it. The other destinations get one event: when
-// the last part comes, its callback stores the whole message; when a part
-// never comes, the sweeper stores what came once the source's
-// reassembly_window has passed since the first part (text joined in part
-// order, segments = the number of parts the carrier announced), and logs
-// which parts were missing.
+// the carrier gets its 200 (while Redis is down a part gets 503 and the
+// carrier retries it: parts are not spooled), and raw destinations get each
+// callback as it comes, as the carrier sent it. The other destinations get
+// one event: when the last part comes, its callback stores the whole
+// message; when a part never comes, the sweeper stores what came once the
+// source's reassembly_window has passed since the first part (text joined
+// in part order, segments = the number of parts the carrier announced) and
+// logs which parts were missing. Waiting parts outlive a reload that
+// removes their source or turns joining off: the sweeper still stores them.
 
 // eventRole is what the ingress does with an event of a callback.
 type eventRole uint8
@@ -44,22 +50,42 @@ func (s *source) multipart() (carrier.Multipart, bool) {
 }
 
 // partsKeep is how long a message's parts and its record of the parts
-// already delivered live: the dedup TTL (a carrier's retry of a part is a
+// already stored live: the dedup TTL (a carrier's retry of a part is a
 // duplicate), and at least twice the window.
-func partsKeep(rt *routing, s *source) time.Duration {
-	return max(rt.cfg.Dedup.TTL.D(), 2*s.cfg.ReassemblyWindow.D(), time.Minute)
+func partsKeep(rt *routing, window time.Duration) time.Duration {
+	return max(rt.cfg.Dedup.TTL.D(), 2*window, time.Minute)
 }
 
+// partsLease bounds how long an instance may take to store a message's
+// parts as one event before another may (queue.ClaimParts).
+const partsLease = 30 * time.Second
+
 // takePart stores event e, one part of a longer message, and returns the
-// joined event and the parts it holds when the message is now whole.
+// joined event and the parts it holds when the message is now whole (the
+// caller holds their lease and calls finishParts once the event is
+// stored). Should the waiting parts under the reference be another
+// message's, those are stored first.
 func (g *Gateway) takePart(ctx context.Context, rt *routing, tid string, s *source, e *switchboard.Event, part carrier.Part, now time.Time) (*switchboard.Event, *queue.Parts, error) {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return nil, nil, err
 	}
 	member := queue.PartsMember(s.cfg.ID + " " + part.Ref)
-	p, _, err := g.store.AddPart(ctx, tid, member, part.Number, part.Total, b, now.Add(s.cfg.ReassemblyWindow.D()), partsKeep(rt, s))
-	if err != nil || !p.Complete() || len(p.Events) == 0 {
+	add := func() (*queue.Parts, error) {
+		p, _, err := g.store.AddPart(ctx, tid, member, part.Number, part.Total, e.Data.MessageID, b,
+			now.Add(s.cfg.ReassemblyWindow.D()), g.now().Add(partsLease), partsKeep(rt, s.cfg.ReassemblyWindow.D()))
+		return p, err
+	}
+	p, err := add()
+	if errors.Is(err, queue.ErrOtherMessage) {
+		// The sender reused the reference while a message under it waits:
+		// that message is stored now, with what came of it.
+		if !g.storeParts(ctx, rt, tid, member) {
+			return nil, nil, errors.New("the parts of an earlier message with this reference are being stored; try again")
+		}
+		p, err = add()
+	}
+	if err != nil || p == nil {
 		return nil, nil, err
 	}
 	joined, err := joinParts(p)
@@ -90,30 +116,34 @@ func joinParts(p *queue.Parts) (*switchboard.Event, error) {
 	return &joined, nil
 }
 
-// partsDedupKey makes the event of these parts of that message once, however
-// many instances or retries store it.
+// partsDedupKey makes the event of these parts once, however many
+// instances or retries store it.
 func partsDedupKey(p *queue.Parts) string {
 	var b strings.Builder
 	b.WriteString("parts ")
 	b.WriteString(p.Member)
 	for _, n := range p.Numbers() {
-		b.WriteByte(' ')
-		b.WriteString(strconv.Itoa(n))
+		b.WriteString(" " + strconv.Itoa(n) + ":" + p.IDs[n])
 	}
 	return b.String()
 }
 
-// finishParts records that the joined event of p is stored. On failure the
-// parts stay and the sweeper stores them again, a duplicate that dedup drops.
-func (g *Gateway) finishParts(ctx context.Context, rt *routing, tid string, s *source, p *queue.Parts, log *slog.Logger) {
-	keep, window := partsKeep(rt, s), s.cfg.ReassemblyWindow.D()
-	if err := g.store.FinishParts(ctx, tid, p.Member, p.Numbers(), keep, g.now().Add(window)); err != nil {
-		log.Warn("recording a multipart message as delivered failed; the sweeper retries", "err", err.Error())
+// finishParts records that the joined event of p is stored and ends the
+// lease. On failure the parts are due again when the lease ends and are
+// stored again, a duplicate that dedup drops.
+func (g *Gateway) finishParts(ctx context.Context, rt *routing, tid string, p *queue.Parts, log *slog.Logger) {
+	window := policy.DefaultReassemblyWindow
+	if s := rt.tenant(tid).source(p); s != nil {
+		window = s.cfg.ReassemblyWindow.D()
+	}
+	if err := g.store.FinishParts(ctx, tid, p, partsKeep(rt, window), g.now().Add(window)); err != nil {
+		log.Warn("recording a multipart message as stored failed; it is stored again, and deduplicated, when due", "err", err.Error())
 	}
 }
 
 // sweepParts stores, every second until ctx is done, the multipart
-// messages whose window has passed with parts missing.
+// messages whose window has passed with parts missing, in every tenant
+// (a reload may have removed the source that took the parts).
 func (g *Gateway) sweepParts(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -124,10 +154,7 @@ func (g *Gateway) sweepParts(ctx context.Context) {
 		case <-tick.C:
 		}
 		rt := g.routing()
-		for tid, t := range rt.tenants {
-			if !t.joinsParts() {
-				continue
-			}
+		for tid := range rt.tenants {
 			due, err := g.store.DueParts(ctx, tid, g.now(), 64)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -136,60 +163,72 @@ func (g *Gateway) sweepParts(ctx context.Context) {
 				continue
 			}
 			for _, member := range due {
-				g.sweepMessage(ctx, rt, tid, t, member)
+				g.storeParts(ctx, rt, tid, member)
 			}
 		}
 	}
 }
 
-// joinsParts reports whether a source of the tenant joins message parts.
-func (t *tenant) joinsParts() bool {
-	for _, s := range t.sources {
-		if _, ok := s.multipart(); ok {
-			return true
+// source returns the source that took the parts p, or nil.
+func (t *tenant) source(p *queue.Parts) *source {
+	if t == nil {
+		return nil
+	}
+	for _, n := range p.Numbers() {
+		var e struct {
+			Source string `json:"source"`
+		}
+		if json.Unmarshal(p.Events[n], &e) == nil {
+			return t.sources[e.Source]
 		}
 	}
-	return false
+	return nil
 }
 
-// sweepMessage stores the parts that came of one message as one event.
-func (g *Gateway) sweepMessage(ctx context.Context, rt *routing, tid string, t *tenant, member string) {
+// storeParts stores the waiting parts under the reference named member as
+// one event, routed to the tenant's destinations but the raw ones (they got
+// each part). It reports false when another instance holds their lease.
+func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member string) bool {
 	log := g.log.With("tenant", tid)
-	p, err := g.store.ReadParts(ctx, tid, member)
-	if err != nil {
-		log.Warn("reading a multipart message failed", "err", err.Error())
-		return
+	t := rt.tenant(tid)
+	p, ok, err := g.store.ClaimParts(ctx, tid, member, g.now().Add(partsLease))
+	if err != nil || !ok {
+		if err != nil {
+			log.Warn("claiming a multipart message failed", "err", err.Error())
+		}
+		return false
 	}
-	if len(p.Events) == 0 { // stored by a callback meanwhile
-		_ = g.store.FinishParts(ctx, tid, member, nil, time.Minute, g.now())
-		return
+	if len(p.Events) == 0 { // stored meanwhile
+		g.finishParts(ctx, rt, tid, p, log)
+		return true
 	}
 	joined, err := joinParts(p)
 	if err != nil {
 		log.Error("a multipart message's parts cannot be read; left in Redis", "err", err.Error())
-		return
-	}
-	s := t.sources[joined.Source]
-	if s == nil {
-		return // the source was removed; its parts expire
+		return false
 	}
 	log = log.With("source", joined.Source, "carrier", joined.Carrier)
 	now := g.now()
 	joined.ID = switchboard.NewEventID(now)
 	joined.Timestamp = switchboard.NewTime(now)
-	dests := withoutRaw(s, t.cfg.Route(joined), roleJoined)
+	var dests []string
+	for _, d := range t.cfg.Route(joined) {
+		if t.cfg.Destinations[d].Format != policy.FormatRaw {
+			dests = append(dests, d)
+		}
+	}
 	var ids []string
 	if len(dests) > 0 {
 		entry, err := newEntry(tid, t, joined, dests, now, "")
 		if err != nil {
 			log.Error("cannot encode event", "err", err.Error())
-			return
+			return false
 		}
 		entry.DedupKey = partsDedupKey(p)
 		fresh, _, err := g.persist(ctx, func() *slog.Logger { return log }, rt.cfg.Dedup.TTL.D(), "", 0, []*queue.Entry{entry})
 		if err != nil {
-			log.Warn("storing a multipart message failed; tried again in a second", "err", err.Error())
-			return
+			log.Warn("storing a multipart message failed; tried again when its lease ends", "err", err.Error())
+			return false
 		}
 		if fresh[0] {
 			ids = append(ids, joined.ID)
@@ -199,9 +238,33 @@ func (g *Gateway) sweepMessage(ctx context.Context, rt *routing, tid string, t *
 		}
 		g.pulls.notify(tid)
 	}
-	g.finishParts(ctx, rt, tid, s, p, log)
-	log.Warn("multipart message incomplete after reassembly_window: delivered the parts that came",
-		"parts", partList(p.Numbers()), "total", p.Total, "delivered_before", partList(p.Done), "event_ids", ids)
+	g.finishParts(ctx, rt, tid, p, log)
+	args := []any{"parts", partList(p.Numbers()), "total", p.Total, "delivered_before", partList(slices.Sorted(maps.Keys(p.Done))), "event_ids", ids}
+	if p.Complete() {
+		log.Info("multipart message stored", args...) // after a failure, or by another route
+	} else {
+		log.Warn("multipart message incomplete after reassembly_window: delivered the parts that came",
+			append(args, "missing", missingParts(p))...)
+	}
+	return true
+}
+
+// missingParts lists the numbers of the parts that never came (the first
+// 20 of them: the total is the carrier's word).
+func missingParts(p *queue.Parts) string {
+	var miss []int
+	for n := 1; n <= p.Total && len(miss) < 20; n++ {
+		if _, ok := p.Events[n]; !ok {
+			if _, ok := p.Done[n]; !ok {
+				miss = append(miss, n)
+			}
+		}
+	}
+	s := partList(miss)
+	if len(miss) == 20 {
+		s += ",…"
+	}
+	return s
 }
 
 func partList(ns []int) string {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,10 +22,11 @@ import (
 var vonageSMS = carrier.Config{Carrier: "vonage-sms", Secret: "vonage-sig-secret", SignatureMethod: "sha256"}
 
 type partsFixture struct {
-	g   *Gateway
-	url string
-	rdb *redis.Client
-	log *syncWriter
+	g       *Gateway
+	url     string
+	rdb     *redis.Client
+	log     *syncWriter
+	cfgText string
 }
 
 // multipartGateway serves a tenant with a vonage-sms source, a normalized
@@ -32,21 +34,22 @@ type partsFixture struct {
 func multipartGateway(t *testing.T, window string) *partsFixture {
 	t.Helper()
 	rs := redistest.Start(t)
-	cfg := loadConfig(t, `
-redis: {url: `+rs.URL()+`}
+	text := `
+redis: {url: ` + rs.URL() + `}
 tenants:
   acme:
     sources:
       vn:
         carrier: vonage-sms
         secret: vonage-sig-secret
-        signature_method: sha256`+window+`
+        signature_method: sha256` + window + `
     destinations:
       app: {url: "https://app.example.com/in", secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=}
       legacy: {url: "https://legacy.example.com/in", secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=, format: raw}
     routes:
       - to: [app, legacy]
-`)
+`
+	cfg := loadConfig(t, text)
 	rdb := rs.Client(t)
 	logs := &syncWriter{}
 	g, err := New(cfg, queue.New(rdb), slog.New(slog.NewJSONHandler(logs, nil)))
@@ -55,14 +58,15 @@ tenants:
 	}
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
-	return &partsFixture{g: g, url: srv.URL + "/hooks/acme/vn", rdb: rdb, log: logs}
+	return &partsFixture{g: g, url: srv.URL + "/hooks/acme/vn", rdb: rdb, log: logs, cfgText: text}
 }
 
-// send posts part n of total of the message with reference ref.
-func (f *partsFixture) send(t *testing.T, ref string, n, total int, text string) {
+// send posts part n of total of a message with reference ref; the part's
+// carrier message id is msg-n.
+func (f *partsFixture) send(t *testing.T, ref, msg string, n, total int, text string) {
 	t.Helper()
 	req, err := carrier.Simulate(vonageSMS, "inbound", carrier.SimMessage{
-		Text: text, MessageID: ref + "-" + string(rune('0'+n)), Part: n, Parts: total, PartRef: ref,
+		Text: text, MessageID: msg + "-" + strconv.Itoa(n), Part: n, Parts: total, PartRef: ref,
 	}, f.url, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -100,13 +104,13 @@ func (f *partsFixture) events(t *testing.T, dest string) []switchboard.Event {
 // destination gets every callback as the carrier sent it.
 func TestMultipartJoined(t *testing.T) {
 	f := multipartGateway(t, "")
-	f.send(t, "A1", 3, 3, " and three")
-	f.send(t, "A1", 1, 3, "One,")
+	f.send(t, "A1", "A1", 3, 3, " and three")
+	f.send(t, "A1", "A1", 1, 3, "One,")
 	if got := f.events(t, "app"); len(got) != 0 {
 		t.Fatalf("app got %d events before the message was whole, want 0", len(got))
 	}
-	f.send(t, "A1", 1, 3, "One,") // the carrier sends part 1 again
-	f.send(t, "A1", 2, 3, " two")
+	f.send(t, "A1", "A1", 1, 3, "One,") // the carrier sends part 1 again
+	f.send(t, "A1", "A1", 2, 3, " two")
 
 	got := f.events(t, "app")
 	if len(got) != 1 {
@@ -125,7 +129,7 @@ func TestMultipartJoined(t *testing.T) {
 
 	// A part sent again after the message was delivered is a duplicate,
 	// not the start of a new message.
-	f.send(t, "A1", 2, 3, " two")
+	f.send(t, "A1", "A1", 2, 3, " two")
 	if n := len(f.events(t, "app")); n != 1 {
 		t.Errorf("app got %d events after a late resend, want 1", n)
 	}
@@ -133,9 +137,10 @@ func TestMultipartJoined(t *testing.T) {
 		t.Errorf("%d messages still wait for parts, want 0", n)
 	}
 
-	// Another message from the same sender is another message.
-	f.send(t, "B2", 1, 2, "Second ")
-	f.send(t, "B2", 2, 2, "message")
+	// Another message from the same sender under the same reference (a
+	// small number senders reuse) is another message.
+	f.send(t, "A1", "B2", 1, 2, "Second ")
+	f.send(t, "A1", "B2", 2, 2, "message")
 	if got := f.events(t, "app"); len(got) != 2 || got[1].Data.Text != "Second message" {
 		t.Errorf("app events = %d, want the second message joined", len(got))
 	}
@@ -150,17 +155,17 @@ func TestMultipartSweptWhenIncomplete(t *testing.T) {
 	defer cancel()
 	go f.g.sweepParts(ctx)
 
-	f.send(t, "C3", 1, 3, "first ")
-	f.send(t, "C3", 3, 3, "third")
+	f.send(t, "C3", "C3", 1, 3, "first ")
+	f.send(t, "C3", "C3", 3, 3, "third")
 	got := waitEvents(t, f, "app", 1)
 	if d := got[0].Data; d.Text != "first third" || d.Segments != 3 {
 		t.Errorf("swept event = %+v, want text %q and segments 3", d, "first third")
 	}
-	if !strings.Contains(f.log.String(), `"parts":"1,3","total":3`) {
+	if !strings.Contains(f.log.String(), `"parts":"1,3","total":3`) || !strings.Contains(f.log.String(), `"missing":"2"`) {
 		t.Errorf("the log does not say which parts came:\n%s", f.log.String())
 	}
 
-	f.send(t, "C3", 2, 3, "second ") // late: the rest was delivered
+	f.send(t, "C3", "C3", 2, 3, "second ") // late: the rest was delivered
 	got = waitEvents(t, f, "app", 2)
 	if got[1].Data.Text != "second " {
 		t.Errorf("late part's event text = %q, want %q", got[1].Data.Text, "second ")
@@ -173,8 +178,8 @@ func TestMultipartSweptWhenIncomplete(t *testing.T) {
 // With reassembly_window: 0s every part is an event of its own.
 func TestMultipartOff(t *testing.T) {
 	f := multipartGateway(t, "\n        reassembly_window: 0s")
-	f.send(t, "D4", 1, 2, "one ")
-	f.send(t, "D4", 2, 2, "two")
+	f.send(t, "D4", "D4", 1, 2, "one ")
+	f.send(t, "D4", "D4", 2, 2, "two")
 	got := f.events(t, "app")
 	if len(got) != 2 || got[0].Data.Text != "one " || got[0].Data.Segments != 2 {
 		t.Errorf("app events = %+v, want the two parts as they came", got)
@@ -197,5 +202,26 @@ func waitEvents(t *testing.T, f *partsFixture, dest string, n int) []switchboard
 			t.Fatalf("%s has %d events after 10s, want %d", dest, len(got), n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A part that waits when a reload turns joining off (or removes its
+// source) is still stored by the sweeper, with the tenant's routes.
+func TestMultipartAfterReload(t *testing.T) {
+	f := multipartGateway(t, "\n        reassembly_window: 1s")
+	f.send(t, "E5", "E5", 1, 2, "waiting ")
+	cfg := loadConfig(t, strings.Replace(f.cfgText, "reassembly_window: 1s", "reassembly_window: 0s", 1))
+	if err := f.g.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go f.g.sweepParts(ctx)
+	got := waitEvents(t, f, "app", 1)
+	if got[0].Data.Text != "waiting " || got[0].Source != "vn" {
+		t.Errorf("swept after the reload: %+v, want the waiting part", got[0])
+	}
+	if n := len(f.events(t, "legacy")); n != 1 {
+		t.Errorf("raw destination got %d callbacks, want 1 (the part, when it came)", n)
 	}
 }

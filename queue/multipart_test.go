@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -8,9 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The parts of a message wait, are whole when every number has come (now
-// or before), and a part that comes while they are made into an event
-// stays for the next round. On Redis and on the embedded store alike.
+// The parts of a message under one reference, on Redis and on the embedded
+// store alike.
 func TestMessageParts(t *testing.T) {
 	emb, err := StartEmbedded()
 	if err != nil {
@@ -21,63 +21,147 @@ func TestMessageParts(t *testing.T) {
 	t.Cleanup(func() { _ = embedded.Close() })
 	onRedis, _, _ := mustStore(t)
 	for name, s := range map[string]*Store{"redis": onRedis, "embedded": New(embedded)} {
-		t.Run(name, func(t *testing.T) { testMessageParts(t, s) })
+		t.Run(name, func(t *testing.T) {
+			t.Run("whole", func(t *testing.T) { testPartsWhole(t, s) })
+			t.Run("lease", func(t *testing.T) { testPartsLease(t, s) })
+			t.Run("reused reference", func(t *testing.T) { testPartsReusedRef(t, s) })
+		})
 	}
 }
 
-func testMessageParts(t *testing.T, s *Store) {
+type partsCase struct {
+	t      *testing.T
+	s      *Store
+	member string
+	now    time.Time
+}
+
+// add adds part n of total with message id id; want: "stored", "dup",
+// "whole" or "other".
+func (c partsCase) add(n, total int, id, want string) *Parts {
+	c.t.Helper()
+	p, dup, err := c.s.AddPart(ctxT(c.t), tenant, c.member, n, total, id, []byte("event "+id), c.now.Add(time.Minute), time.Now().Add(30*time.Second), time.Hour)
+	got := "stored"
+	switch {
+	case errors.Is(err, ErrOtherMessage):
+		got = "other"
+	case err != nil:
+		c.t.Fatalf("AddPart %d/%d %s: %v", n, total, id, err)
+	case p != nil:
+		got = "whole"
+	case dup:
+		got = "dup"
+	}
+	if got != want {
+		c.t.Fatalf("AddPart %d/%d %s = %s, want %s", n, total, id, got, want)
+	}
+	return p
+}
+
+func (c partsCase) due(at time.Time) []string {
+	c.t.Helper()
+	got, err := c.s.DueParts(ctxT(c.t), tenant, at, 10)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return got
+}
+
+func newPartsCase(t *testing.T, s *Store, ref string) partsCase {
+	return partsCase{t: t, s: s, member: PartsMember(ref), now: time.Now()}
+}
+
+// Parts wait until every part has come; a part sent again is a duplicate,
+// before and after the message was stored.
+func testPartsWhole(t *testing.T, s *Store) {
+	c := newPartsCase(t, s, "whole "+t.Name())
+	c.add(2, 3, "B", "stored")
+	c.add(2, 3, "B", "dup")
+	if got := c.due(c.now); len(got) != 0 {
+		t.Errorf("due before the window = %v, want none", got)
+	}
+	if got := c.due(c.now.Add(time.Minute)); !slices.Equal(got, []string{c.member}) {
+		t.Errorf("due after the window = %v, want [%s]", got, c.member)
+	}
+	c.add(1, 3, "A", "stored")
+	p := c.add(3, 3, "C", "whole")
+	if !slices.Equal(p.Numbers(), []int{1, 2, 3}) || p.IDs[3] != "C" || string(p.Events[1]) != "event A" || p.Total != 3 {
+		t.Fatalf("whole parts = %+v", p)
+	}
+	if err := s.FinishParts(ctxT(t), tenant, p, time.Hour, c.now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.due(c.now.Add(time.Hour)); len(got) != 0 {
+		t.Errorf("due after the message was stored = %v, want none", got)
+	}
+	c.add(2, 3, "B", "dup") // the carrier sends a part again
+	if left, _ := s.ReadParts(ctxT(t), tenant, c.member); len(left.Events) != 0 || len(left.Done) != 3 {
+		t.Errorf("after the message was stored: %+v, want nothing waiting and 3 done", left)
+	}
+}
+
+// Whoever stores the waiting parts holds a lease: the sweeper cannot claim
+// them meanwhile, a part that comes meanwhile waits, and once the lease
+// ends that part is due at once (it finishes the message).
+func testPartsLease(t *testing.T, s *Store) {
+	c := newPartsCase(t, s, "lease "+t.Name())
 	ctx := ctxT(t)
-	m := PartsMember("+15555550100 +15555550199 7F")
-	now := time.Now()
-	due := now.Add(time.Minute)
-
-	p, dup, err := s.AddPart(ctx, tenant, m, 2, 3, []byte("two"), due, time.Hour)
-	if err != nil || dup || p.Complete() || !slices.Equal(p.Numbers(), []int{2}) || p.Total != 3 {
-		t.Fatalf("AddPart 2/3 = %+v, %v, %v; want part 2 stored, not whole", p, dup, err)
+	c.add(1, 3, "A", "stored")
+	c.add(2, 3, "B", "stored")
+	p, ok, err := s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second))
+	if err != nil || !ok || !slices.Equal(p.Numbers(), []int{1, 2}) {
+		t.Fatalf("ClaimParts = %+v, %v, %v; want parts 1 and 2", p, ok, err)
 	}
-	if _, dup, _ := s.AddPart(ctx, tenant, m, 2, 3, []byte("two"), due, time.Hour); !dup {
-		t.Error("the same part again is not a duplicate")
+	if _, ok, _ := s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second)); ok {
+		t.Error("claimed twice while the lease holds")
 	}
-	if got, _ := s.DueParts(ctx, tenant, now, 10); len(got) != 0 {
-		t.Errorf("DueParts before the window = %v, want none", got)
-	}
-	if got, _ := s.DueParts(ctx, tenant, due, 10); !slices.Equal(got, []string{m}) {
-		t.Errorf("DueParts after the window = %v, want [%s]", got, m)
-	}
-	if p, _, _ = s.AddPart(ctx, tenant, m, 1, 3, []byte("one"), due, time.Hour); p.Complete() {
-		t.Fatal("whole with two parts of three")
-	}
-
-	// Parts 1 and 2 are made into an event; part 3 comes meanwhile.
-	read, err := s.ReadParts(ctx, tenant, m)
-	if err != nil || !slices.Equal(read.Numbers(), []int{1, 2}) || string(read.Events[1]) != "one" {
-		t.Fatalf("ReadParts = %+v, %v", read, err)
-	}
-	if p, _, _ = s.AddPart(ctx, tenant, m, 3, 3, []byte("three"), due, time.Hour); !p.Complete() {
-		t.Error("not whole with every part")
-	}
-	next := now.Add(2 * time.Minute)
-	if err := s.FinishParts(ctx, tenant, m, read.Numbers(), time.Hour, next); err != nil {
+	c.add(3, 3, "C", "stored") // whole, but leased: it waits
+	later := c.now.Add(time.Hour)
+	if err := s.FinishParts(ctx, tenant, p, time.Hour, later); err != nil {
 		t.Fatal(err)
 	}
-	left, _ := s.ReadParts(ctx, tenant, m)
-	if !slices.Equal(left.Numbers(), []int{3}) || !slices.Equal(left.Done, []int{1, 2}) || !left.Complete() {
-		t.Errorf("after finishing 1 and 2: %+v, want part 3 left, 1 and 2 done", left)
+	if got := c.due(time.Now().Add(time.Second)); !slices.Equal(got, []string{c.member}) {
+		t.Errorf("the part that came during the lease is not due at once: %v", got)
 	}
-	if got, _ := s.DueParts(ctx, tenant, next, 10); !slices.Equal(got, []string{m}) {
-		t.Errorf("the part left is not due at the next time: %v", got)
+	p, ok, _ = s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second))
+	if !ok || !slices.Equal(p.Numbers(), []int{3}) || len(p.Done) != 2 || !p.Complete() {
+		t.Fatalf("second claim = %+v, %v; want part 3 with 1 and 2 done", p, ok)
 	}
-	if _, dup, _ := s.AddPart(ctx, tenant, m, 1, 3, []byte("one"), due, time.Hour); !dup {
-		t.Error("a part already made into an event is not a duplicate")
-	}
-
-	if err := s.FinishParts(ctx, tenant, m, []int{3}, time.Hour, next); err != nil {
+	if err := s.FinishParts(ctx, tenant, p, time.Hour, later); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.DueParts(ctx, tenant, next.Add(time.Hour), 10); len(got) != 0 {
-		t.Errorf("DueParts after every part was finished = %v, want none", got)
+	if got := c.due(later.Add(time.Hour)); len(got) != 0 {
+		t.Errorf("due after everything was stored = %v", got)
 	}
-	if last, _ := s.ReadParts(ctx, tenant, m); len(last.Events) != 0 || len(last.Done) != 3 {
-		t.Errorf("after the last finish: %+v, want no parts, 3 done", last)
+
+	// A lease that ends unfinished (the holder died) can be taken again.
+	c2 := newPartsCase(t, s, "lease expired "+t.Name())
+	c2.add(1, 2, "X", "stored")
+	if _, ok, _ := s.ClaimParts(ctx, tenant, c2.member, time.Now().Add(-time.Millisecond)); !ok {
+		t.Fatal("first claim refused")
 	}
+	if p, ok, _ := s.ClaimParts(ctx, tenant, c2.member, time.Now().Add(time.Minute)); !ok || len(p.Events) != 1 {
+		t.Errorf("claim after the lease ended = %+v, %v; want part 1", p, ok)
+	}
+}
+
+// A sender reuses the reference: a part with a number already waiting,
+// under another message id, is another message's; after the first message
+// was stored, its parts' numbers do not make the second one whole.
+func testPartsReusedRef(t *testing.T, s *Store) {
+	c := newPartsCase(t, s, "reused "+t.Name())
+	ctx := ctxT(t)
+	c.add(1, 2, "A1", "stored")
+	c.add(1, 2, "B1", "other") // message B's part 1 while A's waits
+	c.add(1, 3, "B1", "other") // another total while A's parts wait
+	p, ok, _ := s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second))
+	if !ok {
+		t.Fatal("claim refused")
+	}
+	if err := s.FinishParts(ctx, tenant, p, time.Hour, c.now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	c.add(1, 2, "B1", "stored") // part 1 was done under A1: B starts afresh
+	c.add(1, 2, "A1", "other")  // A's part 1 again: B's part 1 waits
+	c.add(2, 2, "B2", "whole")
 }
