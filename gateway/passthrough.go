@@ -151,7 +151,7 @@ func (g *Gateway) passthrough(r *http.Request, logger func() *slog.Logger, t *te
 	if slices.Contains(entry.RawFor, dest) {
 		job.Raw = entry.Raw
 	}
-	ans, o, latency := g.forward(ctx, d, job, start.Add(pt.Timeout.D()))
+	ans, o, latency := g.forward(ctx, d, job, passDeadline(start, pt.Timeout.D(), s.cfg.Carrier))
 	now := g.now()
 	dec := delivery.Decision{Action: delivery.Ack}
 	if o.Result != delivery.Delivered {
@@ -275,3 +275,15 @@ func (a *answerRecorder) Write(b []byte) (int, error) {
 
 // Flush lets the proxy flush streamed answers; everything is kept anyway.
 func (a *answerRecorder) Flush() {}
+
+// passAnswerMargin is kept free before the carrier's deadline to store the
+// event and answer, whatever the pass-through timeout.
+const passAnswerMargin = 250 * time.Millisecond
+
+// passDeadline is when the app's answer must have come: after timeout, but
+// no later than passAnswerMargin before the carrier gives up, so that the
+// carrier never waits past its own deadline (a timeout check accepts up to
+// just below it).
+func passDeadline(start time.Time, timeout time.Duration, carrier string) time.Time {
+	return start.Add(min(timeout, policy.CarrierDeadline(carrier)-passAnswerMargin))
+}

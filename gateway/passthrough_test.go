@@ -238,3 +238,24 @@ func TestPassthroughFailureQueuesTheEvent(t *testing.T) {
 		})
 	}
 }
+
+// The app's answer is waited for at most until shortly before the carrier
+// gives up, even with a timeout check accepts just below its deadline: the
+// event must still be stored and the answer written in time.
+func TestPassDeadline(t *testing.T) {
+	start := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		carrier string
+		timeout time.Duration
+		want    time.Duration
+	}{
+		{"telnyx", 1990 * time.Millisecond, 2*time.Second - passAnswerMargin},
+		{"telnyx", time.Second, time.Second},
+		{"twilio", 2 * time.Second, 2 * time.Second},
+		{"twilio", 14990 * time.Millisecond, 15*time.Second - passAnswerMargin},
+	} {
+		if got := passDeadline(start, tc.timeout, tc.carrier).Sub(start); got != tc.want {
+			t.Errorf("%s with timeout %v: waits %v, want %v", tc.carrier, tc.timeout, got, tc.want)
+		}
+	}
+}
