@@ -448,6 +448,10 @@ func (g *Gateway) confirmSNS(w http.ResponseWriter, r *http.Request, log *slog.L
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
 		if err := sub.Confirm(ctx); err != nil {
+			if errors.Is(err, switchboard.ErrBadPayload) { // a URL no retry can make good
+				g.fail(w, log, http.StatusBadRequest, "SNS subscription confirmation refused", err)
+				return
+			}
 			w.Header().Set("Retry-After", "5")
 			g.fail(w, log, http.StatusServiceUnavailable, "SNS subscription confirmation failed", err)
 			return

@@ -393,6 +393,19 @@ tenants:
 		}
 	})
 
+	t.Run("subscription with a SubscribeURL off SNS", func(t *testing.T) {
+		m := sns.message(t, "SubscriptionConfirmation", "You have chosen to subscribe to the topic "+snsE2ETopic+".")
+		m.Token = randomHex(t, 64)
+		m.SubscribeURL = "https://evil.example.com/?Action=ConfirmSubscription&TopicArn=" + snsE2ETopic + "&Token=" + m.Token
+		_, before, _ := sns.counts()
+		if code, answer := post("sns", sns.sign(t, m, sns.key)); code != http.StatusBadRequest {
+			t.Errorf("SubscriptionConfirmation to a foreign host answered %d %q, want 400 (no retry can make it good)", code, answer)
+		}
+		if _, after, others := sns.counts(); len(after) != len(before) || len(others) != 0 {
+			t.Errorf("the gateway requested %v %v for a foreign SubscribeURL", after[len(before):], others)
+		}
+	})
+
 	t.Run("subscription left to the operator", func(t *testing.T) {
 		token := randomHex(t, 64)
 		m := sns.message(t, "SubscriptionConfirmation", "You have chosen to subscribe to the topic "+snsE2ETopic+".")

@@ -251,7 +251,7 @@ func (s *SNSSubscription) Error() string {
 func (s *SNSSubscription) Confirm(ctx context.Context) error {
 	pu, err := url.Parse(s.URL)
 	if err != nil || pu.Scheme != "https" || !s.host.MatchString(pu.Hostname()) {
-		return fmt.Errorf("aws-sns: confirm subscription: SubscribeURL %q is not https on an SNS host", s.URL)
+		return fmt.Errorf("%w: aws-sns: confirm subscription: SubscribeURL %q is not https on an SNS host", switchboard.ErrBadPayload, s.URL)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
