@@ -125,7 +125,7 @@ func authenticate(cfg *policy.Config, r *http.Request) *principal {
 func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := a.s.config()
 	if !adminEnabled(cfg) {
-		http.NotFound(w, r)
+		adminError(w, http.StatusNotFound, "the admin API is off: no server.admin_token or tenant admin_token is configured")
 		return
 	}
 	start := time.Now()

@@ -580,9 +580,10 @@ tenants:
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Errorf("%s with no admin token configured: %d, want 404", path, resp.StatusCode)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"error":"the admin API is off`) {
+			t.Errorf("%s with no admin token configured: %d %s, want 404 with a JSON error", path, resp.StatusCode, body)
 		}
 	}
 	if !strings.Contains(logs.String(), "the admin API is off") {

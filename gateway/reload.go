@@ -124,6 +124,12 @@ func (s *Server) Reload(cfg *policy.Config) error {
 		delete(s.cancels, tid)
 	}
 	s.log.Info("configuration reloaded", changes(old, cfg)...)
+	switch on := adminEnabled(cfg); {
+	case adminEnabled(old) && !on:
+		s.log.Info("the admin API is off: the reload removed every admin token; /admin/v1/ answers 404")
+	case !adminEnabled(old) && on:
+		s.log.Info("the admin API is on: the reload configured an admin token")
+	}
 	return nil
 }
 

@@ -346,3 +346,33 @@ tenants:
 		}
 	}
 }
+
+// A reload that removes every admin token says the admin API is off, and
+// one that adds a token says it is on.
+func TestReloadAdminOnOff(t *testing.T) {
+	rs := redistest.Start(t)
+	tenants := fmt.Sprintf(`  acme:
+    sources:
+      tw: {carrier: twilio, secret: %s}
+    destinations:
+      app: {url: "http://127.0.0.1:1/", secret: %s}
+    routes:
+      - to: [app]
+`, token, whsec)
+	withToken := strings.Replace(serverConfig(rs.URL(), tenants), `admin_listen: "127.0.0.1:0"}`, `admin_listen: "127.0.0.1:0", admin_token: admin-token-0123456789abcdef}`, 1)
+	s := mustServer(t, withToken)
+	writeConfig(t, s.file, serverConfig(rs.URL(), tenants))
+	if err := s.ReloadFile(s.file); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s.log.String(), "the admin API is off: the reload removed every admin token") {
+		t.Errorf("no line says the admin API is off:\n%s", s.log.String())
+	}
+	writeConfig(t, s.file, withToken)
+	if err := s.ReloadFile(s.file); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s.log.String(), "the admin API is on") {
+		t.Errorf("no line says the admin API is on:\n%s", s.log.String())
+	}
+}
