@@ -105,8 +105,9 @@ func maskAttr(a slog.Attr) slog.Attr {
 
 // MaskNumbers masks every phone number in s, keeping its first digits and
 // its last four: "+15555550100" becomes "+1555***0100". A number is a '+'
-// (or its URL encoding "%2B") and 8–15 digits, or 10–15 digits standing alone (not part of an id,
-// a stream entry id "<ms>-<seq>", a decimal or a word). Short codes stay.
+// (or its URL encoding "%2B") and 8–15 digits, whatever follows, or 10–15
+// digits standing alone (not part of an id, a stream entry id "<ms>-<seq>",
+// a decimal or a word). Short codes stay.
 func MaskNumbers(s string) string {
 	if !hasLongDigitRun(s) {
 		return s // the common case: nothing to do, no allocation
@@ -131,7 +132,8 @@ func MaskNumbers(s string) string {
 		before := i > 0 && !plus && (isJoiner(s[i-1]) || s[i-1] == '.' && i > 1 && isDigit(s[i-2]))
 		after := j < len(s) && (isJoiner(s[j]) || s[j] == '.' && j+1 < len(s) && isDigit(s[j+1]))
 		switch {
-		case plus && len(run) >= 8 && len(run) <= 15 && !after:
+		case plus && len(run) >= 8 && len(run) <= 15 && (j == len(s) || !isDigit(s[j])):
+			// After a '+' it is a number whatever follows ("+15553334444abc").
 			b.WriteString(maskDigits(run))
 		case !plus && len(run) >= 10 && len(run) <= 15 && !before && !after && !arnAccount(s, i, j):
 			b.WriteString(maskDigits(run))

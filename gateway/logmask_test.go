@@ -33,6 +33,8 @@ func TestMaskNumbers(t *testing.T) {
 		{"arn:aws:sns:us-east-1:15555550100:t", "arn:aws:sns:us-east-1:1555***0100:t"},
 		// A GET callback's query encodes the '+'.
 		{"?From=%2B15555550100&To=%2b447700900123&Id=%2B1234567", "?From=%2B1555***0100&To=%2b4477***0123&Id=%2B1234567"},
+		// After a '+' the digits are a number whatever follows.
+		{"z=%2B15553334444abc&w=+15553334444_x", "z=%2B1555***4444abc&w=+1555***4444_x"},
 		{"", ""},
 	} {
 		if got := MaskNumbers(tc.in); got != tc.want {
