@@ -95,8 +95,11 @@ func hideExpanded(errs Errors, env map[string][2]string) {
 				continue
 			}
 			errs[i].Msg = strings.ReplaceAll(errs[i].Msg, strconv.Quote(x[0]), strconv.Quote(x[1]))
-			if len(x[0]) >= 4 {
-				errs[i].Msg = strings.ReplaceAll(errs[i].Msg, x[0], x[1])
+			if len(x[0]) >= 4 && strings.Contains(errs[i].Msg, x[0]) {
+				// The value appears unquoted (in a wrapped error, or by
+				// chance as a word of the message): replacing it would
+				// show where it stood, so the message goes.
+				errs[i].Msg = "is not valid (its value comes from " + x[1] + " and is not shown)"
 			}
 		}
 	}

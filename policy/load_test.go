@@ -369,6 +369,23 @@ func TestErrorsHideExpandedValues(t *testing.T) {
 			t.Errorf("errors lack %q:\n%s", want, text)
 		}
 	}
+
+	// A value that is also a word of the message is not shown by where
+	// it stood: the message names only where the value came from.
+	pull := `tenants:
+  acme:
+    sources: {tw: {carrier: twilio, secret: abc}}
+    destinations:
+      p: {type: pull, token: "${PT}"}
+    routes: [{to: [p]}]
+`
+	for _, v := range []string{"short", "use at least 16"} {
+		_, errs := loadErrors(t, pull, map[string]string{"PT": v})
+		text := errs.Error()
+		if strings.Contains(text, v) || !strings.Contains(text, "tenants.acme.destinations.p.token: is not valid (its value comes from ${PT} and is not shown)") {
+			t.Errorf("token %q: error shows where the value stood or lacks the key:\n%s", v, text)
+		}
+	}
 }
 
 // An empty file, or one of comments only, is all defaults.
