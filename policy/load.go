@@ -352,6 +352,16 @@ func (v *validator) fail(path, format string, args ...any) {
 	v.errs.add(p.file, p.line, path, fmt.Sprintf(format, args...))
 }
 
+// reported reports whether an error was given for path.
+func (v *validator) reported(path string) bool {
+	for _, e := range *v.errs {
+		if e.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
 // locate finds the line of path, or of its nearest ancestor that has one
 // (a key that was defaulted rather than written has no line of its own).
 func locate(lines map[string]pos, path string) pos {
@@ -503,41 +513,49 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func (v *validator) settings(p string, s *DestinationSettings) {
+	// A destination that inherits a bad value from delivery: is not told
+	// again, at a key it does not have.
+	fail := func(key, format string, args ...any) {
+		if _, own := v.lines[p+"."+key]; !own && p != "delivery" && v.reported("delivery."+key) {
+			return
+		}
+		v.fail(p+"."+key, format, args...)
+	}
 	if s.Timeout <= 0 {
-		v.fail(p+".timeout", "must be positive")
+		fail("timeout", "must be positive")
 	}
 	if s.MaxInFlight < 1 {
-		v.fail(p+".max_in_flight", "must be at least 1")
+		fail("max_in_flight", "must be at least 1")
 	}
 	r := &s.Retry
 	if r.Initial <= 0 {
-		v.fail(p+".retry.initial", "must be positive")
+		fail("retry.initial", "must be positive")
 	}
 	if r.Max < r.Initial {
-		v.fail(p+".retry.max", "must be at least retry.initial (%s)", r.Initial.D())
+		fail("retry.max", "must be at least retry.initial (%s)", r.Initial.D())
 	}
 	if r.MaxAttempts < 1 {
-		v.fail(p+".retry.max_attempts", "must be at least 1 (the first attempt counts)")
+		fail("retry.max_attempts", "must be at least 1 (the first attempt counts)")
 	}
 	if r.MaxAge <= 0 {
-		v.fail(p+".retry.max_age", "must be positive")
+		fail("retry.max_age", "must be positive")
 	}
 	v.rate(p+".rate", &s.Rate)
 	b := &s.Breaker
 	if b.FailureRatio <= 0 || b.FailureRatio > 1 {
-		v.fail(p+".breaker.failure_ratio", "must be above 0 and at most 1")
+		fail("breaker.failure_ratio", "must be above 0 and at most 1")
 	}
 	if b.MinRequests < 1 {
-		v.fail(p+".breaker.min_requests", "must be at least 1")
+		fail("breaker.min_requests", "must be at least 1")
 	}
 	if b.OpenFor <= 0 {
-		v.fail(p+".breaker.open_for", "must be positive")
+		fail("breaker.open_for", "must be positive")
 	}
 	if b.Interval <= 0 {
-		v.fail(p+".breaker.interval", "must be positive")
+		fail("breaker.interval", "must be positive")
 	}
 	if b.Probes < 1 {
-		v.fail(p+".breaker.probes", "must be at least 1")
+		fail("breaker.probes", "must be at least 1")
 	}
 }
 

@@ -530,3 +530,27 @@ func TestReassemblyWindow(t *testing.T) {
 		}
 	}
 }
+
+// A bad delivery default is reported once, at its own key, not again at
+// every destination that inherits it; a destination's own bad value is.
+func TestInheritedBadDefaultReportedOnce(t *testing.T) {
+	p, errs := loadErrors(t, `delivery:
+  retry: {max_attempts: -3}
+tenants:
+  acme:
+    sources: {tw: {carrier: twilio, secret: x}}
+    destinations:
+      crm: {url: "https://crm.example.com/", secret: `+secret+`}
+      erp: {url: "https://erp.example.com/", secret: `+secret+`, retry: {max_attempts: 0}}
+    routes: [{to: [crm, erp]}]
+`, nil)
+	got := errs.Error()
+	for _, want := range []string{p + ":2: delivery.retry.max_attempts", p + ":8: tenants.acme.destinations.erp.retry.max_attempts"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "destinations.crm.retry") {
+		t.Errorf("the inherited default is reported again at crm:\n%s", got)
+	}
+}
