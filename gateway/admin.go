@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	switchboard "github.com/switchboard-gw/switchboard"
@@ -87,12 +86,7 @@ type principalKey struct{}
 // authenticate finds whose token the request carries, comparing digests in
 // constant time so neither content nor length leaks. nil: no valid token.
 func authenticate(cfg *policy.Config, r *http.Request) *principal {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return nil
-	}
-	tok = strings.TrimSpace(tok)
+	tok := bearerToken(r)
 	if tok == "" {
 		return nil
 	}

@@ -128,7 +128,7 @@ func (g *Gateway) pullAuth(w http.ResponseWriter, r *http.Request) (string, *pol
 	if !known {
 		d = noPull
 	}
-	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token := bearerToken(r)
 	if !d.TokenMatches(token) || !known {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard pull"`)
 		pullError(w, http.StatusUnauthorized, "unauthorized")
@@ -435,4 +435,14 @@ func pullJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// bearerToken is the token of an Authorization: Bearer header (the scheme
+// in any case, RFC 7235), or "".
+func bearerToken(r *http.Request) string {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
 }

@@ -159,6 +159,23 @@ func TestPullRefusesAlike(t *testing.T) {
 	}
 }
 
+// The Bearer scheme is matched in any case (RFC 7235).
+func TestPullBearerAnyCase(t *testing.T) {
+	f := mustPullGateway(t, "30s")
+	for _, scheme := range []string{"bearer", "BEARER", "Bearer"} {
+		req, _ := http.NewRequest("GET", f.srv.URL+"/v1/pull/acme/inbox", nil)
+		req.Header.Set("Authorization", scheme+" "+pullToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("Authorization: %s <token> = %d, want 200", scheme, resp.StatusCode)
+		}
+	}
+}
+
 func TestPullLongPollAndAck(t *testing.T) {
 	f := mustPullGateway(t, "30s")
 	start := time.Now()
