@@ -142,6 +142,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 
 	var raw []byte // the raw callback, built only for a raw destination
 	rawTaken := map[string]bool{}
+	joinedAt := -1 // the joined message's entry
 	entries := make([]*queue.Entry, 0, len(events))
 	routed := 0
 	for i := range events {
@@ -168,6 +169,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		}
 		if role == roleJoined {
 			entry.DedupKey = partsDedupKey(parts)
+			joinedAt = len(entries) // the entry appended below
 		}
 		// A raw destination gets the callback once, with its first routed
 		// event, however many events the callback held.
@@ -218,6 +220,9 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	if parts != nil {
 		g.finishParts(r.Context(), rt, tid, parts, log())
+		if joinedAt >= 0 && fresh[joinedAt] {
+			g.metrics.joined(tid, sid, true)
+		}
 	}
 	if nonceKey != "" && !spooled {
 		// The events are stored; a failure here only weakens replay

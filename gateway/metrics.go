@@ -34,6 +34,7 @@ type metrics struct {
 	retries       *prometheus.CounterVec
 	rateLimitWait *prometheus.CounterVec
 	unroutedTotal *prometheus.CounterVec
+	multipart     *prometheus.CounterVec
 }
 
 // newMetrics registers every collector; queue numbers (depths, ages,
@@ -72,6 +73,9 @@ func newMetrics(s *Server) *metrics {
 		"tenant", "destination")
 	m.unroutedTotal = counter("switchboard_unrouted_events_total",
 		"Events no route took: counted and logged, not stored.", "tenant", "source")
+	m.multipart = counter("switchboard_multipart_messages_total",
+		"Messages a carrier sent in parts (Vonage SMS), stored as one event: whole (every part came) or incomplete (its reassembly_window passed first).",
+		"tenant", "source", "outcome")
 	m.reg.MustRegister(&queueCollector{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -92,6 +96,10 @@ func (m *metrics) seed(cfg *policy.Config) {
 			m.verifyFailed.WithLabelValues(tid, sid, "bad_signature")
 			m.dedupHits.WithLabelValues(tid, sid)
 			m.unroutedTotal.WithLabelValues(tid, sid)
+			if src.ReassemblyWindow > 0 {
+				m.multipart.WithLabelValues(tid, sid, "whole")
+				m.multipart.WithLabelValues(tid, sid, "incomplete")
+			}
 		}
 		for did, d := range t.Destinations {
 			if d.IsPull() {
@@ -164,6 +172,18 @@ func (m *metrics) unrouted(tenant, source string) {
 		return
 	}
 	m.unroutedTotal.WithLabelValues(tenant, source).Inc()
+}
+
+// joined counts a multipart message stored as one event.
+func (m *metrics) joined(tenant, source string, whole bool) {
+	if m == nil {
+		return
+	}
+	outcome := "incomplete"
+	if whole {
+		outcome = "whole"
+	}
+	m.multipart.WithLabelValues(tenant, source, outcome).Inc()
 }
 
 // pulled counts a pull destination's outcomes as deliveries: events its

@@ -239,6 +239,9 @@ func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member strin
 		g.pulls.notify(tid)
 	}
 	g.finishParts(ctx, rt, tid, p, log)
+	if len(ids) > 0 {
+		g.metrics.joined(tid, joined.Source, p.Complete())
+	}
 	args := []any{"parts", partList(p.Numbers()), "total", p.Total, "delivered_before", partList(slices.Sorted(maps.Keys(p.Done))), "event_ids", ids}
 	if p.Complete() {
 		log.Info("multipart message stored", args...) // after a failure, or by another route

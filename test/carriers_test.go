@@ -217,6 +217,7 @@ tenants:
   acme:
     sources:
       vn: {carrier: vonage-sms, secret: vonage-sig-secret, signature_method: sha256}
+      quick: {carrier: vonage-sms, secret: vonage-sig-secret, signature_method: sha256, reassembly_window: 1s}
     destinations:
       norm: {url: %q, secret: %s}
       raw: {url: %q, secret: %s, format: raw}
@@ -238,4 +239,24 @@ tenants:
 	if n := len(norm.deliveries()); n != 1 {
 		t.Errorf("normalized destination got %d deliveries, want 1", n)
 	}
+	m := scrape(t, g)
+	if v := m[`switchboard_multipart_messages_total{outcome="whole",source="vn",tenant="acme"}`]; v != 1 {
+		t.Errorf("multipart messages stored whole = %v, want 1", v)
+	}
+	if v, ok := m[`switchboard_multipart_messages_total{outcome="incomplete",source="vn",tenant="acme"}`]; !ok || v != 0 {
+		t.Errorf("multipart messages stored incomplete = %v (listed: %v), want 0", v, ok)
+	}
+
+	// A message whose second part never comes is delivered after the
+	// source's window with the part that came, and counted incomplete.
+	if out, errOut, code := runCLI(t, "simulate", "--url", g.hookURL("acme", "quick"), "--carrier", "vonage-sms",
+		"--secret", "vonage-sig-secret", "--signature-method", "sha256", "--part", "1/2", "--part-ref", "B8", "--text", "Half a "); code != 0 {
+		t.Fatalf("simulate: exit %d\n%s%s", code, out, errOut)
+	}
+	if e := event(t, norm.next(t, 10*time.Second)); e.Data.Text != "Half a " || e.Data.Segments != 2 {
+		t.Errorf("incomplete message: text %q, segments %d; want the part that came, segments 2", e.Data.Text, e.Data.Segments)
+	}
+	waitFor(t, 5*time.Second, "the incomplete message counted", func() bool {
+		return scrape(t, g)[`switchboard_multipart_messages_total{outcome="incomplete",source="quick",tenant="acme"}`] == 1
+	})
 }
