@@ -124,6 +124,13 @@ func (s *Store) Enqueue(ctx context.Context, ttl time.Duration, entries ...*Entr
 // destination per event.
 const historyTrimEvery = 16
 
+// indexLate: an event stored this long after it arrived (a drained spool)
+// is put in the destination indexes under its arrival time, where recover
+// looks for it; a live one under the time of the enqueue, a few ms later.
+// (Every live event under its arrival time made about half the index XADDs
+// fail and run again: concurrent callbacks reach Redis out of order.)
+const indexLate = time.Second
+
 // enqueueArgs builds the KEYS and ARGV of enqueueScript for e.
 func enqueueArgs(e *Entry, ttlMS string) ([]string, []any) {
 	now := e.Now
@@ -190,8 +197,12 @@ func enqueueArgs(e *Entry, ttlMS string) ([]string, []any) {
 	if len(e.Attempted) > 0 {
 		bodyNow = "1" // an attempted destination has no job to bring it
 	}
+	indexID := "" // a live event: the time of the enqueue, within ms of its arrival
+	if time.Since(now) > indexLate {
+		indexID = millis(now)
+	}
 	args = append(args, raw, strconv.FormatInt(ret, 10), strconv.Itoa(len(e.Destinations)), hasMsg,
 		strings.Join(routed, " "), strings.Join(rawFor, " "), e.TraceParent, millis(now),
-		trim, strconv.FormatInt(now.UnixMilli()-ret, 10), bodyNow)
+		trim, strconv.FormatInt(now.UnixMilli()-ret, 10), bodyNow, indexID)
 	return keys, args
 }

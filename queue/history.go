@@ -33,8 +33,9 @@ import (
 //	                         followed by a space (a string: a set of one
 //	                         member costs Redis 7.0 about 250 bytes)
 //	sb:{t}:h:t:<dest>        stream of the event ids routed to dest (field i), entry
-//	                         id = arrival unix ms (or the time of the enqueue, for an
-//	                         event that arrives behind the stream's last entry), trimmed
+//	                         id = the time of the enqueue (for an event stored over a
+//	                         second after it arrived, from a spool: its arrival unix ms,
+//	                         unless the stream has a later entry already), trimmed
 //	                         to the retention now and then (historyTrimEvery); a
 //	                         stream packs an entry in ~40 bytes, a sorted set in ~130
 //
@@ -93,8 +94,9 @@ type attemptRecord struct {
 var recordAttemptScript = redis.NewScript(`
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], ARGV[2], -1)
+if redis.call('RPUSH', KEYS[2], ARGV[1]) > -tonumber(ARGV[2]) then
+  redis.call('LTRIM', KEYS[2], ARGV[2], -1)
+end
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
 `)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -446,4 +448,35 @@ func TestHistoryIndexTakesLateArrivals(t *testing.T) {
 			t.Errorf("Recover = %d, %v; want 2", n, err)
 		}
 	})
+}
+
+// A live event is indexed at the time of its enqueue; one stored over a
+// second after it arrived (a drained spool) at its arrival time, unless
+// the index has a later entry already.
+func TestHistoryIndexTime(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	hourAgo := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	mustEnqueue(t, s, historyEntry(1, hourAgo, "", "crm"))
+	before := time.Now().UnixMilli()
+	mustEnqueue(t, s, historyEntry(2, time.Now().Add(-50*time.Millisecond), "", "crm"))
+	mustEnqueue(t, s, historyEntry(3, hourAgo.Add(time.Minute), "", "crm")) // behind entry 2
+	after := time.Now().UnixMilli()
+	msgs, err := rdb.XRange(ctx, destIndexKey(tenant, "crm"), "-", "+").Result()
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("index = %v, %v; want 3 entries", msgs, err)
+	}
+	ms := func(id string) int64 {
+		v, _ := strconv.ParseInt(strings.SplitN(id, "-", 2)[0], 10, 64)
+		return v
+	}
+	if got := ms(msgs[0].ID); got != hourAgo.UnixMilli() {
+		t.Errorf("late event indexed at %d, want its arrival %d", got, hourAgo.UnixMilli())
+	}
+	for i, m := range msgs[1:] {
+		if got := ms(m.ID); got < before || got > after {
+			t.Errorf("entry %d (%v) indexed at %d, want the enqueue time in [%d, %d]", i+2, m.Values["i"], got, before, after)
+		}
+	}
 }

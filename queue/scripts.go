@@ -28,9 +28,7 @@ local function keep_body(stream, id)
   end
   if not ev or not body then return end
   local h = string.match(stream, '^(.-}:)') .. 'h:e:' .. ev
-  if redis.call('HEXISTS', h, 't') == 1 and redis.call('HEXISTS', h, 'b') == 0 then
-    redis.call('HSET', h, 'b', body)
-  end
+  if redis.call('HEXISTS', h, 't') == 1 then redis.call('HSETNX', h, 'b', body) end
 end
 `
 
@@ -65,6 +63,8 @@ end
 // ARGV[12+n] '1' to trim the destination indexes to ARGV[13+n] (unix ms;
 // older entries go)
 // ARGV[14+n] '1' to keep the body in the history record now
+// ARGV[15+n] arrival unix ms as the destination indexes' entry id, for an
+// event stored long after it arrived; empty: the time of the enqueue
 //
 // Returns 1 if stored, 0 if a duplicate (nothing written). The seen key is
 // claimed first (SET NX, value "1": the key is the marker); should an XADD
@@ -142,10 +142,15 @@ if ARGV[7 + n] == '1' then
   k = k + 1
 end
 for i = k, #KEYS do
-  -- The entry's id is the arrival time, unless an entry of a later time
-  -- is there already (another instance's clock, a drained spool): then now.
-  local r = redis.pcall('XADD', KEYS[i], ARGV[11 + n] .. '-*', 'i', id)
-  if type(r) == 'table' and r.err then redis.call('XADD', KEYS[i], '*', 'i', id) end
+  -- The entry's id is the time of the enqueue; for an event stored long
+  -- after it arrived (a drained spool) its arrival time, unless an entry
+  -- of a later time is there already: then the time of the enqueue.
+  if ARGV[15 + n] == '' then
+    redis.call('XADD', KEYS[i], '*', 'i', id)
+  else
+    local r = redis.pcall('XADD', KEYS[i], ARGV[15 + n] .. '-*', 'i', id)
+    if type(r) == 'table' and r.err then redis.call('XADD', KEYS[i], '*', 'i', id) end
+  end
   if ARGV[12 + n] == '1' then redis.call('XTRIM', KEYS[i], 'MINID', ARGV[13 + n]) end
   redis.call('PEXPIRE', KEYS[i], ret)
 end
