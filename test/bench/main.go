@@ -30,7 +30,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -592,36 +591,31 @@ func measureIngestWith(bin string, aof bool, run int, window string, rate float6
 func measureEndToEnd(bin string, aof bool, run int) float64 {
 	rs := startRedis(aof)
 	defer rs.stop()
-	var got atomic.Int64
-	var last atomic.Int64
-	sink := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		got.Add(1)
-		last.Store(time.Now().UnixNano())
-		w.WriteHeader(http.StatusNoContent)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sink, err := load.StartSink() // lean, like the load generator: it shares the cores
 	must(err)
-	go func() { _ = sink.Serve(ln) }()
 	defer sink.Close()
-	p := startGateway(bin, gatewayConfig(rs.addr, "http://"+ln.Addr().String()+"/events", false))
+	p := startGateway(bin, gatewayConfig(rs.addr, sink.URL(), false))
 	defer p.stop()
 	r := loadFor("http://"+p.addr+"/hooks/bench/tw", fmt.Sprintf("E%d", run), p.cmd.Process.Pid, rs.cmd.Process.Pid)
 	accepted := int64(r.Requests - r.Errors)
-	atEnd, endAt := got.Load(), time.Now()
+	atEnd, endAt := sink.Count(), time.Now()
 	deadline := time.Now().Add(120 * time.Second)
-	for got.Load() < accepted && time.Now().Before(deadline) {
+	for sink.Count() < accepted && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
+	}
+	if err := sink.Err(); err != nil {
+		log.Fatalf("the sink could not read a delivery: %v", err)
 	}
 	// From the first callback sent (not from the preparing of the signed
 	// callbacks, which precedes it) to the last delivery.
-	elapsed := time.Duration(last.Load() - r.Start.UnixNano())
-	rate := float64(got.Load()) / elapsed.Seconds()
+	got, last := sink.Count(), sink.Last()
+	elapsed := last.Sub(r.Start)
+	rate := float64(got) / elapsed.Seconds()
 	drain := 0.0 // deliveries per second after the load ended, if any came then
-	if tail := time.Duration(last.Load() - endAt.UnixNano()); tail > 0 {
-		drain = float64(got.Load()-atEnd) / tail.Seconds()
+	if tail := last.Sub(endAt); tail > 0 {
+		drain = float64(got-atEnd) / tail.Seconds()
 	}
-	log.Printf("  delivered %d of %d accepted in %v: %.0f/s (%d while the load ran, then %.0f/s)", got.Load(), accepted,
+	log.Printf("  delivered %d of %d accepted in %v: %.0f/s (%d while the load ran, then %.0f/s)", got, accepted,
 		elapsed.Round(time.Millisecond), rate, atEnd, drain)
 	return rate
 }

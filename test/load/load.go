@@ -266,25 +266,41 @@ func (cn *clientConn) roundTrip(req []byte) (status int, keep bool, err error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("bad status line %q", line)
 	}
-	length, chunked, keep := -1, false, true
+	length, chunked, keep, err := readHeaders(cn.br)
+	if err != nil {
+		return 0, false, err
+	}
+	if length >= 0 || chunked {
+		return status, keep, discardBody(cn.br, length, chunked)
+	}
+	// No length: the body runs to the end of the connection.
+	_, err = io.Copy(io.Discard, cn.br)
+	return status, false, err
+}
+
+// readHeaders reads header lines up to the blank line and returns what
+// framing needs: Content-Length (-1 if absent), whether the body is
+// chunked, and whether the connection stays open.
+func readHeaders(br *bufio.Reader) (length int, chunked, keep bool, err error) {
+	length, keep = -1, true
 	for {
-		h, err := cn.br.ReadSlice('\n')
+		h, err := br.ReadSlice('\n')
 		if err != nil {
-			return 0, false, err
+			return 0, false, false, err
 		}
 		h = bytes.TrimRight(h, "\r\n")
 		if len(h) == 0 {
-			break
+			return length, chunked, keep, nil
 		}
 		name, value, ok := bytes.Cut(h, []byte(":"))
 		if !ok {
-			return 0, false, fmt.Errorf("bad header line %q", h)
+			return 0, false, false, fmt.Errorf("bad header line %q", h)
 		}
 		value = bytes.TrimSpace(value)
 		switch {
 		case bytes.EqualFold(name, []byte("Content-Length")):
 			if length, err = strconv.Atoi(string(value)); err != nil || length < 0 {
-				return 0, false, fmt.Errorf("bad Content-Length %q", value)
+				return 0, false, false, fmt.Errorf("bad Content-Length %q", value)
 			}
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 			chunked = bytes.EqualFold(value, []byte("chunked"))
@@ -292,29 +308,28 @@ func (cn *clientConn) roundTrip(req []byte) (status int, keep bool, err error) {
 			keep = !bytes.EqualFold(value, []byte("close"))
 		}
 	}
-	switch {
-	case chunked:
-		for {
-			l, err := cn.br.ReadSlice('\n')
-			if err != nil {
-				return 0, false, err
-			}
-			size, err := strconv.ParseInt(string(bytes.TrimRight(bytes.SplitN(l, []byte(";"), 2)[0], "\r\n")), 16, 64)
-			if err != nil {
-				return 0, false, fmt.Errorf("bad chunk size %q", l)
-			}
-			if _, err := cn.br.Discard(int(size) + 2); err != nil { // the chunk and its CRLF
-				return 0, false, err
-			}
-			if size == 0 {
-				return status, keep, nil // (no trailers from our servers)
-			}
-		}
-	case length >= 0:
-		_, err = cn.br.Discard(length)
-		return status, keep, err
+}
+
+// discardBody reads a body of length bytes, or a chunked one, and drops it.
+func discardBody(br *bufio.Reader, length int, chunked bool) error {
+	if !chunked {
+		_, err := br.Discard(max(length, 0))
+		return err
 	}
-	// No length: the body runs to the end of the connection.
-	_, err = io.Copy(io.Discard, cn.br)
-	return status, false, err
+	for {
+		l, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		size, err := strconv.ParseInt(string(bytes.TrimRight(bytes.SplitN(l, []byte(";"), 2)[0], "\r\n")), 16, 64)
+		if err != nil || size < 0 {
+			return fmt.Errorf("bad chunk size %q", l)
+		}
+		if _, err := br.Discard(int(size) + 2); err != nil { // the chunk and its CRLF
+			return err
+		}
+		if size == 0 {
+			return nil // (no trailers from our peers)
+		}
+	}
 }
