@@ -143,19 +143,7 @@ tenants:
 func (f *adminFixture) send(t *testing.T, tenant, msgID, text string) {
 	t.Helper()
 	u := "http://" + f.srv.IngressAddr + "/hooks/" + tenant + "/tw"
-	req, err := carrier.Simulate(carrier.Config{Carrier: "twilio", Secret: token}, "inbound",
-		carrier.SimMessage{MessageID: msgID, Text: text}, u, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("callback answered %d", resp.StatusCode)
-	}
+	sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{MessageID: msgID, Text: text}, u)
 }
 
 // do calls the admin listener and returns the status and body.

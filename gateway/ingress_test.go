@@ -53,6 +53,32 @@ tenants:
       - match: {types: [message.received]}
         to: [app]
 `
+	_, srv, rdb, logs := serveGateway(t, rs, cfgText)
+	return &fixture{srv: srv, rdb: rdb, rs: rs, log: logs}
+}
+
+// sendSimulated sends the callback carrier.Simulate builds for cfg, kind
+// and m to target and fails the test unless it is answered 200.
+func sendSimulated(t *testing.T, cfg carrier.Config, kind string, m carrier.SimMessage, target string) {
+	t.Helper()
+	req, err := carrier.Simulate(cfg, kind, m, target, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s callback answered %d, want 200", cfg.Carrier, kind, resp.StatusCode)
+	}
+}
+
+// serveGateway builds a gateway of cfgText on rs and serves its ingress
+// from an httptest server; the log goes to the returned writer.
+func serveGateway(t *testing.T, rs *redistest.Server, cfgText string) (*Gateway, *httptest.Server, *redis.Client, *syncWriter) {
+	t.Helper()
 	cfg := loadConfig(t, cfgText)
 	rdb := rs.Client(t)
 	logs := &syncWriter{}
@@ -62,7 +88,7 @@ tenants:
 	}
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
-	return &fixture{srv: srv, rdb: rdb, rs: rs, log: logs}
+	return g, srv, rdb, logs
 }
 
 // loadConfig writes text to a config file and loads it.

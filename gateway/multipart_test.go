@@ -3,9 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +12,6 @@ import (
 
 	switchboard "github.com/switchboard-gw/switchboard"
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
-	"github.com/switchboard-gw/switchboard/queue"
 	"github.com/switchboard-gw/switchboard/queue/redistest"
 )
 
@@ -49,15 +45,7 @@ tenants:
     routes:
       - to: [app, legacy]
 `
-	cfg := loadConfig(t, text)
-	rdb := rs.Client(t)
-	logs := &syncWriter{}
-	g, err := New(cfg, queue.New(rdb), slog.New(slog.NewJSONHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g.Handler())
-	t.Cleanup(srv.Close)
+	g, srv, rdb, logs := serveGateway(t, rs, text)
 	return &partsFixture{g: g, url: srv.URL + "/hooks/acme/vn", rdb: rdb, log: logs, cfgText: text}
 }
 
@@ -65,20 +53,9 @@ tenants:
 // carrier message id is msg-n.
 func (f *partsFixture) send(t *testing.T, ref, msg string, n, total int, text string) {
 	t.Helper()
-	req, err := carrier.Simulate(vonageSMS, "inbound", carrier.SimMessage{
+	sendSimulated(t, vonageSMS, "inbound", carrier.SimMessage{
 		Text: text, MessageID: msg + "-" + strconv.Itoa(n), Part: n, Parts: total, PartRef: ref,
-	}, f.url, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("part %d/%d: status %d, want 200", n, total, resp.StatusCode)
-	}
+	}, f.url)
 }
 
 // events returns the events queued for dest.

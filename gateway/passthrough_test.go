@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -95,15 +94,7 @@ tenants:
     routes:
       - to: [crm]
 `
-	cfg := loadConfig(t, cfgText)
-	rdb := rs.Client(t)
-	logs := &syncWriter{}
-	g, err := New(cfg, queue.New(rdb), slog.New(slog.NewJSONHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g.Handler())
-	t.Cleanup(srv.Close)
+	_, srv, rdb, logs := serveGateway(t, rs, cfgText)
 	return &passFixture{srv: srv, rdb: rdb, log: logs}
 }
 

@@ -60,19 +60,7 @@ tenants:
 
 func (f *pullFixture) inbound(t *testing.T, text string) {
 	t.Helper()
-	req, err := carrier.Simulate(carrier.Config{Carrier: "twilio", Secret: token}, "inbound",
-		carrier.SimMessage{Text: text}, f.srv.URL+"/hooks/acme/tw", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("callback answered %d", resp.StatusCode)
-	}
+	sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{Text: text}, f.srv.URL+"/hooks/acme/tw")
 }
 
 type pullAnswer struct {

@@ -12,21 +12,11 @@ import (
 // The parts of a message under one reference, on Redis and on the embedded
 // store alike.
 func TestMessageParts(t *testing.T) {
-	emb, err := StartEmbedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Close)
-	embedded := redis.NewClient(&redis.Options{Addr: emb.Addr()})
-	t.Cleanup(func() { _ = embedded.Close() })
-	onRedis, _, _ := mustStore(t)
-	for name, s := range map[string]*Store{"redis": onRedis, "embedded": New(embedded)} {
-		t.Run(name, func(t *testing.T) {
-			t.Run("whole", func(t *testing.T) { testPartsWhole(t, s) })
-			t.Run("lease", func(t *testing.T) { testPartsLease(t, s) })
-			t.Run("reused reference", func(t *testing.T) { testPartsReusedRef(t, s) })
-		})
-	}
+	bothStores(t, func(t *testing.T, s *Store, _ *redis.Client) {
+		t.Run("whole", func(t *testing.T) { testPartsWhole(t, s) })
+		t.Run("lease", func(t *testing.T) { testPartsLease(t, s) })
+		t.Run("reused reference", func(t *testing.T) { testPartsReusedRef(t, s) })
+	})
 }
 
 type partsCase struct {
