@@ -73,7 +73,7 @@ func (g *Gateway) takePart(ctx context.Context, rt *routing, tid string, s *sour
 	member := queue.PartsMember(s.cfg.ID + " " + part.Ref)
 	add := func() (*queue.Parts, error) {
 		p, _, err := g.store.AddPart(ctx, tid, member, part.Number, part.Total, e.Data.MessageID, b,
-			now.Add(s.cfg.ReassemblyWindow.D()), g.now().Add(partsLease), partsKeep(rt, s.cfg.ReassemblyWindow.D()))
+			now.Add(s.cfg.ReassemblyWindow.D()), partsLease, partsKeep(rt, s.cfg.ReassemblyWindow.D()))
 		return p, err
 	}
 	p, err := add()
@@ -191,7 +191,7 @@ func (t *tenant) source(p *queue.Parts) *source {
 func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member string) bool {
 	log := g.log.With("tenant", tid)
 	t := rt.tenant(tid)
-	p, ok, err := g.store.ClaimParts(ctx, tid, member, g.now().Add(partsLease))
+	p, ok, err := g.store.ClaimParts(ctx, tid, member, partsLease)
 	if err != nil || !ok {
 		if err != nil {
 			log.Warn("claiming a multipart message failed", "err", err.Error())
@@ -218,7 +218,10 @@ func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member strin
 		}
 	}
 	var ids []string
-	if len(dests) > 0 {
+	if len(dests) == 0 {
+		log.Info("no route takes this event; not stored", "event_id", joined.ID, "type", joined.Type)
+		g.metrics.unrouted(tid, joined.Source)
+	} else {
 		entry, err := newEntry(tid, t, joined, dests, now, "")
 		if err != nil {
 			log.Error("cannot encode event", "err", err.Error())

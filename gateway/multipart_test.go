@@ -115,8 +115,10 @@ func TestMultipartJoined(t *testing.T) {
 	}
 
 	// Another message from the same sender under the same reference (a
-	// small number senders reuse) is another message.
+	// small number senders reuse) is another message, and the carrier's
+	// late resend of the first message's part is still a duplicate.
 	f.send(t, "A1", "B2", 1, 2, "Second ")
+	f.send(t, "A1", "A1", 3, 3, " and three")
 	f.send(t, "A1", "B2", 2, 2, "message")
 	if got := f.events(t, "app"); len(got) != 2 || got[1].Data.Text != "Second message" {
 		t.Errorf("app events = %d, want the second message joined", len(got))

@@ -2,8 +2,10 @@ package queue
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,10 +24,12 @@ import (
 //	sb:{t}:mp:<hash>   hash per message reference (16 base64url characters of
 //	                   the SHA-256 of it): n the number of parts; p<n> the
 //	                   event of waiting part n and m<n> its carrier message id;
-//	                   done the parts already made into an event (" n:id n:id "),
-//	                   kept for the dedup TTL so that a carrier's retry of a part
-//	                   is a duplicate; lease (unix ms) while an instance stores
-//	                   the waiting parts as an event
+//	                   done the parts already made into an event (" n:id n:id ")
+//	                   of the message under the reference now; seen every part
+//	                   stored under it (" n:id "), kept for the dedup TTL so that
+//	                   a carrier's retry of a part is a duplicate, even after the
+//	                   sender reused the reference; lease ("<end unix ms> <token>")
+//	                   while an instance stores the waiting parts as an event
 //	sb:{t}:mp          sorted set of those hashes that hold waiting parts,
 //	                   scored by when they are due
 //
@@ -68,6 +72,8 @@ type Parts struct {
 	// Done are the part numbers already made into an event, with their
 	// message ids.
 	Done map[int]string
+	// Lease is the token of the lease AddPart or ClaimParts took on them.
+	Lease string
 }
 
 // Numbers are the numbers of the waiting parts, in order.
@@ -86,7 +92,10 @@ func (p *Parts) Complete() bool {
 	return p.Total > 0 && len(p.Events)+len(p.Done) >= p.Total
 }
 
-// luaParts counts a message hash's waiting and done parts.
+// luaParts: helpers of the scripts below. counts gives a message hash's
+// waiting and done parts; now_ms is Redis's clock (instances' clocks may
+// differ; leases compare against one); lease_end reads the lease field,
+// "<end unix ms> <token>".
 const luaParts = `
 local function counts(h)
   local waiting = 0
@@ -97,6 +106,15 @@ local function counts(h)
   for _ in string.gmatch(redis.call('HGET', h, 'done') or '', '%d+:') do done = done + 1 end
   return waiting, done
 end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function lease_end(h)
+  local l = redis.call('HGET', h, 'lease')
+  if not l then return 0 end
+  return tonumber(string.match(l, '^(%d+)')) or 0
+end
 `
 
 // addPartScript stores one part.
@@ -104,19 +122,26 @@ end
 // KEYS[1] the message's hash, KEYS[2] the tenant's index.
 // ARGV[1] part number, ARGV[2] its event, ARGV[3] the number of parts,
 // ARGV[4] due (unix ms), ARGV[5] the member, ARGV[6] the hash's TTL (ms),
-// ARGV[7] the part's carrier message id, ARGV[8] now (unix ms), ARGV[9]
-// the lease's end (unix ms) should the message now be whole.
+// ARGV[7] the part's carrier message id, ARGV[8] the lease's length (ms)
+// and ARGV[9] its token, should the message now be whole.
+//
+// A part is the same part again when its number and message id are in
+// seen, which a reused reference does not reset (unlike done, which
+// counts towards the message under the reference now).
 //
 // Returns {'other'} when the waiting parts are another message's (nothing
 // stored); else {dup, whole, fields of the hash when whole...}: dup is 1
 // for a part stored or made into an event before (a carrier's retry);
-// whole is 1 when every part has come and the caller now holds the lease.
+// whole is 1 when every part has come and the caller now holds the lease
+// (the message is then due when the lease ends, should the caller fail).
 var addPartScript = redis.NewScript(luaParts + `
 local h, n, id = KEYS[1], ARGV[1], ARGV[7]
+local part = ' ' .. n .. ':' .. id .. ' '
+local seen = redis.call('HGET', h, 'seen') or ' '
 local done = redis.call('HGET', h, 'done') or ' '
 local total = redis.call('HGET', h, 'n')
 local dup = 0
-if string.find(done, ' ' .. n .. ':' .. id .. ' ', 1, true) or redis.call('HGET', h, 'm' .. n) == id then
+if string.find(seen, part, 1, true) then
   dup = 1
 else
   local waiting = counts(h)
@@ -126,17 +151,19 @@ else
   if (total and total ~= ARGV[3]) or string.find(done, ' ' .. n .. ':', 1, true) then
     redis.call('HDEL', h, 'done') -- the message delivered before was another one
   end
-  redis.call('HSET', h, 'p' .. n, ARGV[2], 'm' .. n, id, 'n', ARGV[3])
+  redis.call('HSET', h, 'p' .. n, ARGV[2], 'm' .. n, id, 'n', ARGV[3], 'seen', seen .. n .. ':' .. id .. ' ')
   if redis.call('PTTL', h) < tonumber(ARGV[6]) then redis.call('PEXPIRE', h, ARGV[6]) end
   redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[5])
   if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
 end
 local waiting, ndone = counts(h)
-local lease = tonumber(redis.call('HGET', h, 'lease') or '0')
-if waiting == 0 or waiting + ndone < tonumber(ARGV[3]) or lease > tonumber(ARGV[8]) then
+local now = now_ms()
+if waiting == 0 or waiting + ndone < tonumber(ARGV[3]) or lease_end(h) > now then
   return {dup, 0}
 end
-redis.call('HSET', h, 'lease', ARGV[9])
+local until_ms = now + tonumber(ARGV[8])
+redis.call('HSET', h, 'lease', until_ms .. ' ' .. ARGV[9])
+redis.call('ZADD', KEYS[2], until_ms, ARGV[5])
 local r = redis.call('HGETALL', h)
 table.insert(r, 1, 1)
 table.insert(r, 1, dup)
@@ -145,24 +172,31 @@ return r
 
 // claimPartsScript takes the lease on a message's waiting parts.
 //
-// KEYS[1] the message's hash. ARGV[1] now (unix ms), ARGV[2] the lease's
-// end. Returns the hash's fields, or {'leased'} while another holds it.
-var claimPartsScript = redis.NewScript(`
-local lease = tonumber(redis.call('HGET', KEYS[1], 'lease') or '0')
-if lease > tonumber(ARGV[1]) then return {'leased'} end
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'lease', ARGV[2]) end
+// KEYS[1] the message's hash, KEYS[2] the index. ARGV[1] the lease's
+// length (ms), ARGV[2] its token, ARGV[3] the member. Returns the hash's
+// fields, or {'leased'} while another holds it. The message is due when
+// the lease ends, should the holder fail.
+var claimPartsScript = redis.NewScript(luaParts + `
+local now = now_ms()
+if lease_end(KEYS[1]) > now then return {'leased'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local until_ms = now + tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], 'lease', until_ms .. ' ' .. ARGV[2])
+  redis.call('ZADD', KEYS[2], until_ms, ARGV[3])
+end
 return redis.call('HGETALL', KEYS[1])
 `)
 
-// finishPartsScript records that parts became an event and ends the lease:
-// their events go, their numbers and ids join done, and the message leaves
-// the index unless parts came meanwhile: they are due now if they finish
-// the message, else at the later time.
+// finishPartsScript records that parts became an event and ends the lease
+// if the caller still holds it (a holder that took too long must not end
+// the next one's): their events go, their numbers and ids join done, and
+// the message leaves the index unless parts came meanwhile: they are due
+// now if they finish the message, else at the later time.
 //
 // KEYS[1] the message's hash, KEYS[2] the index.
 // ARGV[1] the parts made into an event ("n:id n:id"), ARGV[2] TTL (ms) of
-// what is left, ARGV[3] the member, ARGV[4] now (unix ms), ARGV[5] the
-// later due time (unix ms).
+// what is left, ARGV[3] the member, ARGV[4] the later due time (unix ms),
+// ARGV[5] the caller's lease token.
 var finishPartsScript = redis.NewScript(luaParts + `
 local h = KEYS[1]
 if redis.call('EXISTS', h) == 0 then
@@ -175,16 +209,20 @@ for n, id in string.gmatch(ARGV[1], '(%d+):(%S+)') do
   if not string.find(done, ' ' .. n .. ':' .. id .. ' ', 1, true) then done = done .. n .. ':' .. id .. ' ' end
 end
 redis.call('HSET', h, 'done', done)
-redis.call('HDEL', h, 'lease')
+local lease = redis.call('HGET', h, 'lease')
+local mine = lease and string.match(lease, ' (%S+)$') == ARGV[5]
+if mine then redis.call('HDEL', h, 'lease') end
 if redis.call('PTTL', h) < tonumber(ARGV[2]) then redis.call('PEXPIRE', h, ARGV[2]) end
 local waiting, ndone = counts(h)
 if waiting == 0 then
   redis.call('ZREM', KEYS[2], ARGV[3])
   return 0
 end
-local due = ARGV[5]
-if waiting + ndone >= tonumber(redis.call('HGET', h, 'n') or '0') then due = ARGV[4] end
-redis.call('ZADD', KEYS[2], due, ARGV[3])
+if not lease or mine then
+  local due = ARGV[4]
+  if waiting + ndone >= tonumber(redis.call('HGET', h, 'n') or '0') then due = now_ms() end
+  redis.call('ZADD', KEYS[2], due, ARGV[3])
+end
 return 1
 `)
 
@@ -196,10 +234,10 @@ return 1
 // lease until lease and must call FinishParts once it stored them (if it
 // fails, they are due again when the lease ends). ErrOtherMessage means
 // the waiting parts are another message's.
-func (s *Store) AddPart(ctx context.Context, tenant, member string, number, total int, id string, event []byte, due, lease time.Time, keep time.Duration) (whole *Parts, dup bool, err error) {
-	now := time.Now()
+func (s *Store) AddPart(ctx context.Context, tenant, member string, number, total int, id string, event []byte, due time.Time, lease, keep time.Duration) (whole *Parts, dup bool, err error) {
+	token := leaseToken()
 	v, err := addPartScript.Run(ctx, s.rdb, []string{partsKey(tenant, member), partsIndex(tenant)},
-		number, event, total, due.UnixMilli(), member, max(keep.Milliseconds(), 1), id, now.UnixMilli(), lease.UnixMilli()).Slice()
+		number, event, total, due.UnixMilli(), member, max(keep.Milliseconds(), 1), id, max(lease.Milliseconds(), 1), token).Slice()
 	if err != nil {
 		return nil, false, unavailable("store a message part", err)
 	}
@@ -214,22 +252,37 @@ func (s *Store) AddPart(ctx context.Context, tenant, member string, number, tota
 		return nil, d == 1, nil
 	}
 	p, err := readParts(member, v[2:])
+	if p != nil {
+		p.Lease = token
+	}
 	return p, d == 1, err
 }
 
+// leaseToken names one holder of a lease.
+func leaseToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // ClaimParts takes the lease on the waiting parts of the reference named
-// member until lease and returns them (none when nothing waits). ok is
-// false while another instance holds the lease.
-func (s *Store) ClaimParts(ctx context.Context, tenant, member string, lease time.Time) (p *Parts, ok bool, err error) {
-	v, err := claimPartsScript.Run(ctx, s.rdb, []string{partsKey(tenant, member)}, time.Now().UnixMilli(), lease.UnixMilli()).Slice()
+// member for lease and returns them (none when nothing waits). ok is false
+// while another instance holds the lease.
+func (s *Store) ClaimParts(ctx context.Context, tenant, member string, lease time.Duration) (p *Parts, ok bool, err error) {
+	token := leaseToken()
+	v, err := claimPartsScript.Run(ctx, s.rdb, []string{partsKey(tenant, member), partsIndex(tenant)},
+		max(lease.Milliseconds(), 1), token, member).Slice()
 	if err != nil {
 		return nil, false, unavailable("claim message parts", err)
 	}
 	if len(v) == 1 && v[0] == "leased" {
 		return nil, false, nil
 	}
-	p, err = readParts(member, v)
-	return p, err == nil, err
+	if p, err = readParts(member, v); err != nil {
+		return nil, false, err
+	}
+	p.Lease = token
+	return p, true, nil
 }
 
 // ReadParts returns what is stored under the reference named member
@@ -254,7 +307,7 @@ func readParts(member string, flat []any) (*Parts, error) {
 		switch {
 		case k == "n":
 			p.Total, _ = strconv.Atoi(v)
-		case k == "lease":
+		case k == "lease", k == "seen":
 		case k == "done":
 			for _, f := range strings.Fields(v) {
 				ns, id, _ := strings.Cut(f, ":")
@@ -278,16 +331,16 @@ func readParts(member string, flat []any) (*Parts, error) {
 }
 
 // FinishParts records that the waiting parts of p were made into an event
-// and ends the lease: they are forgotten, their numbers and ids kept for
-// keep (a retry of one is a duplicate). Parts that came since are due now
-// if they finish the message, else at later.
+// and ends p's lease (if it is still p's): they are forgotten, their
+// numbers and ids kept for keep (a retry of one is a duplicate). Parts
+// that came since are due now if they finish the message, else at later.
 func (s *Store) FinishParts(ctx context.Context, tenant string, p *Parts, keep time.Duration, later time.Time) error {
 	ns := make([]string, 0, len(p.Events))
 	for _, n := range p.Numbers() {
 		ns = append(ns, strconv.Itoa(n)+":"+p.IDs[n])
 	}
 	err := finishPartsScript.Run(ctx, s.rdb, []string{partsKey(tenant, p.Member), partsIndex(tenant)},
-		strings.Join(ns, " "), max(keep.Milliseconds(), 1), p.Member, time.Now().UnixMilli(), later.UnixMilli()).Err()
+		strings.Join(ns, " "), max(keep.Milliseconds(), 1), p.Member, later.UnixMilli(), p.Lease).Err()
 	if err != nil {
 		return unavailable("finish message parts", err)
 	}

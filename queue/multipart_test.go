@@ -30,7 +30,7 @@ type partsCase struct {
 // "whole" or "other".
 func (c partsCase) add(n, total int, id, want string) *Parts {
 	c.t.Helper()
-	p, dup, err := c.s.AddPart(ctxT(c.t), tenant, c.member, n, total, id, []byte("event "+id), c.now.Add(time.Minute), time.Now().Add(30*time.Second), time.Hour)
+	p, dup, err := c.s.AddPart(ctxT(c.t), tenant, c.member, n, total, id, []byte("event "+id), c.now.Add(time.Minute), 30*time.Second, time.Hour)
 	got := "stored"
 	switch {
 	case errors.Is(err, ErrOtherMessage):
@@ -98,11 +98,11 @@ func testPartsLease(t *testing.T, s *Store) {
 	ctx := ctxT(t)
 	c.add(1, 3, "A", "stored")
 	c.add(2, 3, "B", "stored")
-	p, ok, err := s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second))
+	p, ok, err := s.ClaimParts(ctx, tenant, c.member, 30*time.Second)
 	if err != nil || !ok || !slices.Equal(p.Numbers(), []int{1, 2}) {
 		t.Fatalf("ClaimParts = %+v, %v, %v; want parts 1 and 2", p, ok, err)
 	}
-	if _, ok, _ := s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second)); ok {
+	if _, ok, _ := s.ClaimParts(ctx, tenant, c.member, 30*time.Second); ok {
 		t.Error("claimed twice while the lease holds")
 	}
 	c.add(3, 3, "C", "stored") // whole, but leased: it waits
@@ -113,7 +113,7 @@ func testPartsLease(t *testing.T, s *Store) {
 	if got := c.due(time.Now().Add(time.Second)); !slices.Equal(got, []string{c.member}) {
 		t.Errorf("the part that came during the lease is not due at once: %v", got)
 	}
-	p, ok, _ = s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second))
+	p, ok, _ = s.ClaimParts(ctx, tenant, c.member, 30*time.Second)
 	if !ok || !slices.Equal(p.Numbers(), []int{3}) || len(p.Done) != 2 || !p.Complete() {
 		t.Fatalf("second claim = %+v, %v; want part 3 with 1 and 2 done", p, ok)
 	}
@@ -124,14 +124,34 @@ func testPartsLease(t *testing.T, s *Store) {
 		t.Errorf("due after everything was stored = %v", got)
 	}
 
-	// A lease that ends unfinished (the holder died) can be taken again.
+	// A lease that ends unfinished (the holder died) can be taken again,
+	// and the message is due when it ends; the late holder's finish does
+	// not end the new holder's lease.
 	c2 := newPartsCase(t, s, "lease expired "+t.Name())
 	c2.add(1, 2, "X", "stored")
-	if _, ok, _ := s.ClaimParts(ctx, tenant, c2.member, time.Now().Add(-time.Millisecond)); !ok {
+	first, ok, _ := s.ClaimParts(ctx, tenant, c2.member, 20*time.Millisecond)
+	if !ok {
 		t.Fatal("first claim refused")
 	}
-	if p, ok, _ := s.ClaimParts(ctx, tenant, c2.member, time.Now().Add(time.Minute)); !ok || len(p.Events) != 1 {
-		t.Errorf("claim after the lease ended = %+v, %v; want part 1", p, ok)
+	if got := c2.due(time.Now().Add(time.Second)); !slices.Equal(got, []string{c2.member}) {
+		t.Errorf("a claimed message is not due when its lease ends: %v", got)
+	}
+	var second *Parts
+	deadline := time.Now().Add(5 * time.Second)
+	for second == nil || !ok {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease never ended")
+		}
+		second, ok, _ = s.ClaimParts(ctx, tenant, c2.member, time.Minute)
+	}
+	if len(second.Events) != 1 {
+		t.Errorf("claim after the lease ended = %+v; want part 1", second)
+	}
+	if err := s.FinishParts(ctx, tenant, first, time.Hour, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.ClaimParts(ctx, tenant, c2.member, time.Minute); ok {
+		t.Error("the first holder's late finish ended the second holder's lease")
 	}
 }
 
@@ -144,7 +164,7 @@ func testPartsReusedRef(t *testing.T, s *Store) {
 	c.add(1, 2, "A1", "stored")
 	c.add(1, 2, "B1", "other") // message B's part 1 while A's waits
 	c.add(1, 3, "B1", "other") // another total while A's parts wait
-	p, ok, _ := s.ClaimParts(ctx, tenant, c.member, time.Now().Add(30*time.Second))
+	p, ok, _ := s.ClaimParts(ctx, tenant, c.member, 30*time.Second)
 	if !ok {
 		t.Fatal("claim refused")
 	}
@@ -152,6 +172,6 @@ func testPartsReusedRef(t *testing.T, s *Store) {
 		t.Fatal(err)
 	}
 	c.add(1, 2, "B1", "stored") // part 1 was done under A1: B starts afresh
-	c.add(1, 2, "A1", "other")  // A's part 1 again: B's part 1 waits
+	c.add(1, 2, "A1", "dup")    // the carrier sends A's part 1 again: still A's
 	c.add(2, 2, "B2", "whole")
 }
