@@ -540,7 +540,9 @@ func (v *validator) settings(p string, s *DestinationSettings) {
 	if r.MaxAge <= 0 {
 		fail("retry.max_age", "must be positive")
 	}
-	v.rate(p+".rate", &s.Rate)
+	if _, own := v.lines[p+".rate"]; own || p == "delivery" || !v.reported("delivery.rate.per_second") && !v.reported("delivery.rate.burst") {
+		v.rate(p+".rate", &s.Rate)
+	}
 	b := &s.Breaker
 	if b.FailureRatio <= 0 || b.FailureRatio > 1 {
 		fail("breaker.failure_ratio", "must be above 0 and at most 1")

@@ -536,6 +536,7 @@ func TestReassemblyWindow(t *testing.T) {
 func TestInheritedBadDefaultReportedOnce(t *testing.T) {
 	p, errs := loadErrors(t, `delivery:
   retry: {max_attempts: -3}
+  rate: {per_second: -1}
 tenants:
   acme:
     sources: {tw: {carrier: twilio, secret: x}}
@@ -545,12 +546,12 @@ tenants:
     routes: [{to: [crm, erp]}]
 `, nil)
 	got := errs.Error()
-	for _, want := range []string{p + ":2: delivery.retry.max_attempts", p + ":8: tenants.acme.destinations.erp.retry.max_attempts"} {
+	for _, want := range []string{p + ":2: delivery.retry.max_attempts", p + ":3: delivery.rate.per_second", p + ":9: tenants.acme.destinations.erp.retry.max_attempts"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("errors lack %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "destinations.crm.retry") {
+	if strings.Contains(got, "destinations.crm.retry") || strings.Contains(got, "destinations.crm.rate") || strings.Contains(got, "destinations.erp.rate") {
 		t.Errorf("the inherited default is reported again at crm:\n%s", got)
 	}
 }

@@ -24,7 +24,7 @@ type Sink struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns map[net.Conn]bool
-	err   atomic.Value // the first protocol error, if any
+	err   error // the first protocol error, if any; guarded by mu
 }
 
 // StartSink listens on 127.0.0.1 and serves until Close.
@@ -55,8 +55,9 @@ func (s *Sink) Last() time.Time {
 
 // Err is the first malformed request the sink saw, or nil.
 func (s *Sink) Err() error {
-	err, _ := s.err.Load().(error)
-	return err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // Close stops listening and closes every connection.
@@ -121,4 +122,10 @@ func (s *Sink) serve(c net.Conn) {
 	}
 }
 
-func (s *Sink) fail(err error) { s.err.CompareAndSwap(nil, err) }
+func (s *Sink) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}

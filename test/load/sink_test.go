@@ -63,3 +63,19 @@ func TestSinkAnswersAndCounts(t *testing.T) {
 		t.Errorf("a bad Content-Length: err %v, count %d; want an error and no count", s.Err(), s.Count())
 	}
 }
+
+// Protocol errors of different kinds keep the first (a second one used to
+// panic the sink).
+func TestSinkKeepsFirstError(t *testing.T) {
+	s, err := StartSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first := fmt.Errorf("first")
+	s.fail(first)
+	s.fail(&net.OpError{Op: "read", Err: io.ErrUnexpectedEOF})
+	if s.Err() != first {
+		t.Errorf("Err = %v, want the first error", s.Err())
+	}
+}
