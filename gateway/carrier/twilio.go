@@ -164,12 +164,12 @@ func twilioURLs(u string) (withPort, withoutPort string) {
 	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
 		userinfo, authority = authority[:at+1], authority[at+1:]
 	}
-	host, port := authority, ""
+	host, hasPort := authority, false
 	if i := strings.LastIndexByte(authority, ':'); i >= 0 && !strings.Contains(authority[i:], "]") {
-		host, port = authority[:i], authority[i+1:]
+		host, hasPort = authority[:i], true // "host:" (an empty port) too: the URL as given is one candidate
 	}
 	withoutPort = scheme + "://" + userinfo + host + tail
-	if port != "" {
+	if hasPort {
 		return u, withoutPort
 	}
 	switch strings.ToLower(scheme) {

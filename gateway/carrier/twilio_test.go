@@ -274,6 +274,9 @@ func TestTwilioURLs(t *testing.T) {
 		{"https://u:p@h.example/p", "https://u:p@h.example:443/p", "https://u:p@h.example/p"},
 		{"https://h.example/p?next=http://x:1/", "https://h.example:443/p?next=http://x:1/", "https://h.example/p?next=http://x:1/"},
 		{"not a url", "not a url", "not a url"},
+		// An empty port ("host:") is a port as written: the URL as given is
+		// a candidate (found by FuzzTwilio: a URL signed as sent failed).
+		{"https://h.example:/p", "https://h.example:/p", "https://h.example/p"},
 	}
 	for _, tt := range tests {
 		w, wo := twilioURLs(tt.in)
