@@ -173,6 +173,12 @@ func slicesContains(s []string, v string) bool {
 // the fixture with the byte at pos changed must not verify into a different
 // event.
 func fuzzCarrier(f *testing.F, cfg Config, dir string, sigHeaders []string, bodySigned bool) {
+	fuzzCarrierSigned(f, cfg, dir, sigHeaders, bodySigned, nil)
+}
+
+// fuzzCarrierSigned is fuzzCarrier for a scheme that signs some bytes as
+// the same: a change from old to new for which same is true may verify.
+func fuzzCarrierSigned(f *testing.F, cfg Config, dir string, sigHeaders []string, bodySigned bool, same func(old, new byte) bool) {
 	c := mustNew(f, cfg)
 	var fixtures []*Request
 	for _, kind := range fixtureKinds(f, dir) {
@@ -208,7 +214,11 @@ func fuzzCarrier(f *testing.F, cfg Config, dir string, sigHeaders []string, body
 			t.Fatal(err)
 		}
 		r = clone(base)
-		r.Body = flipAt(base.Body, abs(pos)%len(base.Body), flip)
+		at := abs(pos) % len(base.Body)
+		r.Body = flipAt(base.Body, at, flip)
+		if same != nil && same(base.Body[at], r.Body[at]) {
+			return
+		}
 		if _, err := c.Verify(r); err == nil {
 			if got, _ := c.Parse(r); !reflect.DeepEqual(got, want) {
 				t.Fatalf("changed body %q verifies into %+v", r.Body, got)
