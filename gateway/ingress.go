@@ -219,7 +219,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		g.pulls.notify(tid)
 	}
 	if parts != nil {
-		g.finishParts(r.Context(), rt, tid, parts, log())
+		g.finishParts(r.Context(), rt, tid, parts, s.cfg.ReassemblyWindow.D(), log())
 		if joinedAt >= 0 && fresh[joinedAt] {
 			g.metrics.joined(tid, sid, true)
 		}

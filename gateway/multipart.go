@@ -131,11 +131,7 @@ func partsDedupKey(p *queue.Parts) string {
 // finishParts records that the joined event of p is stored and ends the
 // lease. On failure the parts are due again when the lease ends and are
 // stored again, a duplicate that dedup drops.
-func (g *Gateway) finishParts(ctx context.Context, rt *routing, tid string, p *queue.Parts, log *slog.Logger) {
-	window := policy.DefaultReassemblyWindow
-	if s := rt.tenant(tid).source(p); s != nil {
-		window = s.cfg.ReassemblyWindow.D()
-	}
+func (g *Gateway) finishParts(ctx context.Context, rt *routing, tid string, p *queue.Parts, window time.Duration, log *slog.Logger) {
 	if err := g.store.FinishParts(ctx, tid, p, partsKeep(rt, window), g.now().Add(window)); err != nil {
 		log.Warn("recording a multipart message as stored failed; it is stored again, and deduplicated, when due", "err", err.Error())
 	}
@@ -169,22 +165,6 @@ func (g *Gateway) sweepParts(ctx context.Context) {
 	}
 }
 
-// source returns the source that took the parts p, or nil.
-func (t *tenant) source(p *queue.Parts) *source {
-	if t == nil {
-		return nil
-	}
-	for _, n := range p.Numbers() {
-		var e struct {
-			Source string `json:"source"`
-		}
-		if json.Unmarshal(p.Events[n], &e) == nil {
-			return t.sources[e.Source]
-		}
-	}
-	return nil
-}
-
 // storeParts stores the waiting parts under the reference named member as
 // one event, routed to the tenant's destinations but the raw ones (they got
 // each part). It reports false when another instance holds their lease.
@@ -199,7 +179,7 @@ func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member strin
 		return false
 	}
 	if len(p.Events) == 0 { // stored meanwhile
-		g.finishParts(ctx, rt, tid, p, log)
+		g.finishParts(ctx, rt, tid, p, policy.DefaultReassemblyWindow, log)
 		return true
 	}
 	joined, err := joinParts(p)
@@ -241,7 +221,11 @@ func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member strin
 		}
 		g.pulls.notify(tid)
 	}
-	g.finishParts(ctx, rt, tid, p, log)
+	window := policy.DefaultReassemblyWindow // the source's, if it still joins parts
+	if s := t.sources[joined.Source]; s != nil && s.cfg.ReassemblyWindow > 0 {
+		window = s.cfg.ReassemblyWindow.D()
+	}
+	g.finishParts(ctx, rt, tid, p, window, log)
 	if len(ids) > 0 {
 		g.metrics.joined(tid, joined.Source, p.Complete())
 	}

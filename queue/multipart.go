@@ -174,12 +174,13 @@ return r
 //
 // KEYS[1] the message's hash, KEYS[2] the index. ARGV[1] the lease's
 // length (ms), ARGV[2] its token, ARGV[3] the member. Returns the hash's
-// fields, or {'leased'} while another holds it. The message is due when
-// the lease ends, should the holder fail.
+// fields, or {'leased'} while another holds it. With parts waiting, the
+// lease is taken and the message is due when it ends, should the holder
+// fail; with none, nothing changes.
 var claimPartsScript = redis.NewScript(luaParts + `
 local now = now_ms()
 if lease_end(KEYS[1]) > now then return {'leased'} end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if counts(KEYS[1]) > 0 then
   local until_ms = now + tonumber(ARGV[1])
   redis.call('HSET', KEYS[1], 'lease', until_ms .. ' ' .. ARGV[2])
   redis.call('ZADD', KEYS[2], until_ms, ARGV[3])
@@ -283,20 +284,6 @@ func (s *Store) ClaimParts(ctx context.Context, tenant, member string, lease tim
 	}
 	p.Lease = token
 	return p, true, nil
-}
-
-// ReadParts returns what is stored under the reference named member
-// (tests and inspection); no events and no error when nothing is.
-func (s *Store) ReadParts(ctx context.Context, tenant, member string) (*Parts, error) {
-	v, err := s.rdb.HGetAll(ctx, partsKey(tenant, member)).Result()
-	if err != nil {
-		return nil, unavailable("read message parts", err)
-	}
-	flat := make([]any, 0, 2*len(v))
-	for k, x := range v {
-		flat = append(flat, k, x)
-	}
-	return readParts(member, flat)
 }
 
 func readParts(member string, flat []any) (*Parts, error) {

@@ -85,7 +85,7 @@ func testPartsWhole(t *testing.T, s *Store) {
 		t.Errorf("due after the message was stored = %v, want none", got)
 	}
 	c.add(2, 3, "B", "dup") // the carrier sends a part again
-	if left, _ := s.ReadParts(ctxT(t), tenant, c.member); len(left.Events) != 0 || len(left.Done) != 3 {
+	if left, _, _ := s.ClaimParts(ctxT(t), tenant, c.member, time.Millisecond); len(left.Events) != 0 || len(left.Done) != 3 {
 		t.Errorf("after the message was stored: %+v, want nothing waiting and 3 done", left)
 	}
 }
