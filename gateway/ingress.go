@@ -69,7 +69,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		Header:   r.Header,
 		Body:     body,
 		RawQuery: r.URL.RawQuery,
-		Remote:   remoteAddr(r),
+		Remote:   rt.clientAddr(r),
 		Now:      start,
 	}
 	proof, err := s.carrier.Verify(req)
@@ -325,17 +325,42 @@ func firstValue(v string) string {
 	return strings.TrimSpace(v)
 }
 
-func (rt *routing) trustedPeer(r *http.Request) bool {
-	if len(rt.trusted) == 0 {
-		return false
-	}
-	a := remoteAddr(r)
+func (rt *routing) trustedPeer(r *http.Request) bool { return rt.isTrusted(remoteAddr(r)) }
+
+func (rt *routing) isTrusted(a netip.Addr) bool {
 	for _, p := range rt.trusted {
 		if p.Contains(a) {
 			return true
 		}
 	}
 	return false
+}
+
+// clientAddr is the address a callback came from, for allow-lists: the
+// TCP peer, or, when that is a trusted proxy, the nearest address in
+// X-Forwarded-For that is not one (each proxy appends the peer it saw;
+// only the entries the trusted proxies added are believed). A malformed
+// entry stops the walk at the last address believed.
+func (rt *routing) clientAddr(r *http.Request) netip.Addr {
+	addr := remoteAddr(r)
+	if !rt.isTrusted(addr) {
+		return addr
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return addr
+		}
+		addr = a.Unmap()
+		if !rt.isTrusted(addr) {
+			return addr
+		}
+	}
+	return addr
 }
 
 func remoteAddr(r *http.Request) netip.Addr {

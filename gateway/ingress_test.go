@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -380,6 +381,74 @@ func TestRedactURL(t *testing.T) {
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// Behind trusted proxies the client address is the nearest untrusted one
+// in X-Forwarded-For; from anyone else the header is not believed.
+func TestClientAddr(t *testing.T) {
+	rt := &routing{}
+	for _, c := range []string{"10.0.0.0/8", "127.0.0.1/32"} {
+		rt.trusted = append(rt.trusted, netip.MustParsePrefix(c))
+	}
+	for _, tc := range []struct{ peer, xff, want string }{
+		{"203.0.113.9:4000", "198.51.100.7", "203.0.113.9"},                   // untrusted peer: the header is ignored
+		{"127.0.0.1:4000", "198.51.100.7", "198.51.100.7"},                    // one trusted proxy
+		{"127.0.0.1:4000", "6.6.6.6, 198.51.100.7, 10.1.2.3", "198.51.100.7"}, // a spoofed first entry stays unbelieved
+		{"127.0.0.1:4000", "", "127.0.0.1"},                                   // no header
+		{"127.0.0.1:4000", "10.1.1.1", "10.1.1.1"},                            // all trusted: the farthest
+		{"127.0.0.1:4000", "198.51.100.7, not-an-ip, 10.9.9.9", "10.9.9.9"},   // the walk stops at garbage
+		{"[::ffff:127.0.0.1]:4000", "[2001:db8::1]", "127.0.0.1"},             // a bracketed entry is garbage
+		{"127.0.0.1:4000", "2001:db8::1", "2001:db8::1"},
+	} {
+		r := httptest.NewRequest("POST", "/hooks/a/b", nil)
+		r.RemoteAddr = tc.peer
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got := rt.clientAddr(r).String(); got != tc.want {
+			t.Errorf("peer %s, X-Forwarded-For %q: %s, want %s", tc.peer, tc.xff, got, tc.want)
+		}
+	}
+}
+
+// An allow-list behind a trusted proxy checks the client the proxy saw.
+func TestAllowedIPsBehindProxy(t *testing.T) {
+	rs := redistest.Start(t)
+	at := carrier.Config{Carrier: "africastalking", URLToken: "at-url-token-0123456789"}
+	for _, tc := range []struct {
+		trusted, xff string
+		want         int
+	}{
+		{`["127.0.0.0/8"]`, "198.51.100.7", http.StatusOK},
+		{`["127.0.0.0/8"]`, "203.0.113.9", http.StatusUnauthorized},
+		{`[]`, "198.51.100.7", http.StatusUnauthorized}, // the peer is 127.0.0.1; the header is not believed
+	} {
+		_, srv, _, _ := serveGateway(t, rs, `
+server: {trusted_proxies: `+tc.trusted+`}
+redis: {url: `+rs.URL()+`}
+tenants:
+  acme:
+    sources:
+      at: {carrier: africastalking, url_token: at-url-token-0123456789, allowed_ips: [198.51.100.0/24]}
+    destinations:
+      app: {url: "https://app.example.com/in", secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=}
+    routes:
+      - to: [app]
+`)
+		req, err := carrier.Simulate(at, "inbound", carrier.SimMessage{}, srv.URL+"/hooks/acme/at?token=at-url-token-0123456789", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Forwarded-For", tc.xff)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("trusted_proxies %s, X-Forwarded-For %s: %d, want %d", tc.trusted, tc.xff, resp.StatusCode, tc.want)
 		}
 	}
 }

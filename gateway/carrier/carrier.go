@@ -25,7 +25,8 @@ type Request struct {
 	Body   []byte
 	// RawQuery is the query string exactly as sent, without '?'.
 	RawQuery string
-	// Remote is the address of the peer that sent the request.
+	// Remote is the address the request came from: the peer, or behind
+	// trusted proxies the client address they forwarded.
 	Remote netip.Addr
 	// Now is the time the request arrived.
 	Now time.Time
