@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -514,12 +515,16 @@ func sortedKeys[V any](m map[string]V) []string {
 
 func (v *validator) settings(p string, s *DestinationSettings) {
 	// A destination that inherits a bad value from delivery: is not told
-	// again, at a key it does not have.
+	// again, at a key it does not have: inherited reports whether key is
+	// not its own and one of bad was reported.
+	inherited := func(key string, bad ...string) bool {
+		_, own := v.lines[p+"."+key]
+		return !own && p != "delivery" && slices.ContainsFunc(bad, v.reported)
+	}
 	fail := func(key, format string, args ...any) {
-		if _, own := v.lines[p+"."+key]; !own && p != "delivery" && v.reported("delivery."+key) {
-			return
+		if !inherited(key, "delivery."+key) {
+			v.fail(p+"."+key, format, args...)
 		}
-		v.fail(p+"."+key, format, args...)
 	}
 	if s.Timeout <= 0 {
 		fail("timeout", "must be positive")
@@ -540,7 +545,7 @@ func (v *validator) settings(p string, s *DestinationSettings) {
 	if r.MaxAge <= 0 {
 		fail("retry.max_age", "must be positive")
 	}
-	if _, own := v.lines[p+".rate"]; own || p == "delivery" || !v.reported("delivery.rate.per_second") && !v.reported("delivery.rate.burst") {
+	if !inherited("rate", "delivery.rate.per_second", "delivery.rate.burst") {
 		v.rate(p+".rate", &s.Rate)
 	}
 	b := &s.Breaker
