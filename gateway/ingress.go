@@ -153,7 +153,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		if i < len(roles) {
 			role = roles[i]
 		}
-		dests := withoutRaw(s, s.withPassthrough(t.cfg.Route(e)), role) // passthrough.go, multipart.go
+		dests := withoutRaw(t, s.withPassthrough(t.cfg.Route(e)), role) // passthrough.go, multipart.go
 		if len(dests) == 0 {
 			if role != rolePart { // a part waits for the others: it is not unrouted
 				log().Info("no route takes this event; not stored", "event_id", e.ID, "type", e.Type)

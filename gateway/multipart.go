@@ -191,12 +191,7 @@ func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member strin
 	now := g.now()
 	joined.ID = switchboard.NewEventID(now)
 	joined.Timestamp = switchboard.NewTime(now)
-	var dests []string
-	for _, d := range t.cfg.Route(joined) {
-		if t.cfg.Destinations[d].Format != policy.FormatRaw {
-			dests = append(dests, d)
-		}
-	}
+	dests := withoutRaw(t, t.cfg.Route(joined), roleJoined)
 	var ids []string
 	if len(dests) == 0 {
 		log.Info("no route takes this event; not stored", "event_id", joined.ID, "type", joined.Type)
@@ -268,13 +263,13 @@ func partList(ns []int) string {
 // withoutRaw keeps the destinations an event of that role goes to: a part
 // only to raw destinations (they get every callback), the joined message
 // only to the others.
-func withoutRaw(s *source, dests []string, role eventRole) []string {
+func withoutRaw(t *tenant, dests []string, role eventRole) []string {
 	if role == roleWhole {
 		return dests
 	}
 	kept := dests[:0:0]
 	for _, d := range dests {
-		if s.rawFor[d] == (role == rolePart) {
+		if dest := t.cfg.Destinations[d]; (dest != nil && dest.Format == policy.FormatRaw) == (role == rolePart) {
 			kept = append(kept, d)
 		}
 	}
