@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -140,9 +141,10 @@ func TestMultipartSweptWhenIncomplete(t *testing.T) {
 	if d := got[0].Data; d.Text != "first third" || d.Segments != 3 {
 		t.Errorf("swept event = %+v, want text %q and segments 3", d, "first third")
 	}
-	if !strings.Contains(f.log.String(), `"parts":"1,3","total":3`) || !strings.Contains(f.log.String(), `"missing":"2"`) {
-		t.Errorf("the log does not say which parts came:\n%s", f.log.String())
-	}
+	// The sweeper logs once the event is stored and the parts finished.
+	awaitCond(t, "the log to say which parts came and which are missing", func() bool {
+		return strings.Contains(f.log.String(), `"parts":"1,3","total":3`) && strings.Contains(f.log.String(), `"missing":"2"`)
+	})
 
 	f.send(t, "C3", "C3", 2, 3, "second ") // late: the rest was delivered
 	got = waitEvents(t, f, "app", 2)
@@ -168,39 +170,23 @@ func TestMultipartOff(t *testing.T) {
 // waitEvents waits until dest has n events and returns them.
 func waitEvents(t *testing.T, f *partsFixture, dest string, n int) []switchboard.Event {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := f.events(t, dest)
-		if len(got) >= n {
-			if len(got) > n {
-				t.Fatalf("%s has %d events, want %d", dest, len(got), n)
-			}
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s has %d events after 10s, want %d", dest, len(got), n)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var got []switchboard.Event
+	awaitCond(t, fmt.Sprintf("%d events for %s", n, dest), func() bool {
+		got = f.events(t, dest)
+		return len(got) >= n
+	})
+	if len(got) > n {
+		t.Fatalf("%s has %d events, want %d", dest, len(got), n)
 	}
+	return got
 }
 
-// A part that waits when a reload turns joining off (or removes its
-// source) is still stored by the sweeper, with the tenant's routes.
-func TestMultipartAfterReload(t *testing.T) {
-	f := multipartGateway(t, "\n        reassembly_window: 1s")
-	f.send(t, "E5", "E5", 1, 2, "waiting ")
-	cfg := loadConfig(t, strings.Replace(f.cfgText, "reassembly_window: 1s", "reassembly_window: 0s", 1))
-	if err := f.g.Reload(cfg); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go f.g.sweepParts(ctx)
-	got := waitEvents(t, f, "app", 1)
-	if got[0].Data.Text != "waiting " || got[0].Source != "vn" {
-		t.Errorf("swept after the reload: %+v, want the waiting part", got[0])
-	}
-	if n := len(f.events(t, "legacy")); n != 1 {
-		t.Errorf("raw destination got %d callbacks, want 1 (the part, when it came)", n)
+// awaitCond waits up to 10 s for cond, checking every 20 ms.
+func awaitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
 	}
 }
