@@ -162,11 +162,7 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		routed++
-		entry, err := newEntry(tid, t, e, dests, start, traceParent(r.Context())) // tracing.go
-		if err != nil {
-			g.fail(w, log(), http.StatusInternalServerError, "cannot encode event", err)
-			return
-		}
+		entry := newEntry(tid, t, e, dests, start, traceParent(r.Context())) // tracing.go
 		if role == roleJoined {
 			entry.DedupKey = partsDedupKey(parts)
 			joinedAt = len(entries) // the entry appended below

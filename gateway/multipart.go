@@ -66,10 +66,7 @@ const partsLease = 30 * time.Second
 // stored). Should the waiting parts under the reference be another
 // message's, those are stored first.
 func (g *Gateway) takePart(ctx context.Context, rt *routing, tid string, s *source, e *switchboard.Event, part carrier.Part, now time.Time) (*switchboard.Event, *queue.Parts, error) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, nil, err
-	}
+	b := e.AppendJSON(nil)
 	member := queue.PartsMember(s.cfg.ID + " " + part.Ref)
 	add := func() (*queue.Parts, error) {
 		p, _, err := g.store.AddPart(ctx, tid, member, part.Number, part.Total, e.Data.MessageID, b,
@@ -197,11 +194,7 @@ func (g *Gateway) storeParts(ctx context.Context, rt *routing, tid, member strin
 		log.Info("no route takes this event; not stored", "event_id", joined.ID, "type", joined.Type)
 		g.metrics.unrouted(tid, joined.Source)
 	} else {
-		entry, err := newEntry(tid, t, joined, dests, now, "")
-		if err != nil {
-			log.Error("cannot encode event", "err", err.Error())
-			return false
-		}
+		entry := newEntry(tid, t, joined, dests, now, "")
 		entry.DedupKey = partsDedupKey(p)
 		fresh, _, err := g.persist(ctx, func() *slog.Logger { return log }, rt.cfg.Dedup.TTL.D(), "", 0, []*queue.Entry{entry})
 		if err != nil {
@@ -277,20 +270,16 @@ func withoutRaw(t *tenant, dests []string, role eventRole) []string {
 }
 
 // newEntry is the queue entry of event e for dests.
-func newEntry(tid string, t *tenant, e *switchboard.Event, dests []string, now time.Time, traceparent string) (*queue.Entry, error) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, err
-	}
+func newEntry(tid string, t *tenant, e *switchboard.Event, dests []string, now time.Time, traceparent string) *queue.Entry {
 	return &queue.Entry{
 		Tenant:       tid,
 		DedupKey:     e.DedupKey(),
 		EventID:      e.ID,
-		Event:        b,
+		Event:        e.AppendJSON(nil),
 		Destinations: dests,
 		Now:          now,
 		History:      t.cfg.History.Retention.D(),
 		MessageID:    e.Data.MessageID,
 		TraceParent:  traceparent,
-	}, nil
+	}
 }
