@@ -123,11 +123,11 @@ const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // MarshalJSON writes the time as RFC 3339 in UTC, with milliseconds.
 func (t Time) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, len(timeLayout)+2)
-	b = append(b, '"')
-	b = t.UTC().AppendFormat(b, timeLayout)
-	return append(b, '"'), nil
+	return t.appendJSON(make([]byte, 0, len(timeLayout)+2)), nil
 }
+
+// RFC3339 is the time as its JSON holds it, unquoted.
+func (t Time) RFC3339() string { return t.UTC().Format(timeLayout) }
 
 // UnmarshalJSON accepts any RFC 3339 time.
 func (t *Time) UnmarshalJSON(b []byte) error {

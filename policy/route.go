@@ -1,13 +1,12 @@
 package policy
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	switchboard "github.com/switchboard-gw/switchboard"
 )
@@ -49,42 +48,74 @@ func (em *eventMap) get(e *switchboard.Event) map[string]any {
 	return em.m
 }
 
-// EventMap returns e as a when: expression sees it: its JSON decoded into
-// maps, lists, strings, bools, int64 (whole numbers) and float64.
+// EventMap returns e as a when: expression sees it: the map its JSON
+// decodes to (the same keys, omissions and text; whole numbers as int64),
+// built directly (TestEventMapIsItsJSON holds the two equal).
 func EventMap(e *switchboard.Event) map[string]any {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return map[string]any{}
+	d := &e.Data
+	data := make(map[string]any, 8)
+	str := func(k, v string) {
+		if v != "" {
+			data[k] = jsonText(v)
+		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return map[string]any{}
+	str("message_id", d.MessageID)
+	str("from", d.From)
+	str("to", d.To)
+	str("text", d.Text)
+	if len(d.Media) > 0 {
+		media := make([]any, len(d.Media))
+		for i, m := range d.Media {
+			mm := map[string]any{"url": jsonText(m.URL)}
+			if m.ContentType != "" {
+				mm["content_type"] = jsonText(m.ContentType)
+			}
+			media[i] = mm
+		}
+		data["media"] = media
 	}
-	m, _ := numbers(v).(map[string]any)
-	return m
+	if d.Segments != 0 {
+		data["segments"] = int64(d.Segments)
+	}
+	str("status", d.Status)
+	str("carrier_status", d.CarrierStatus)
+	if d.Error != nil {
+		em := map[string]any{}
+		if d.Error.Code != "" {
+			em["code"] = jsonText(d.Error.Code)
+		}
+		if d.Error.Message != "" {
+			em["message"] = jsonText(d.Error.Message)
+		}
+		data["error"] = em
+	}
+	if d.OccurredAt != nil {
+		data["occurred_at"] = d.OccurredAt.RFC3339()
+	}
+	return map[string]any{
+		"id":        jsonText(e.ID),
+		"type":      jsonText(e.Type),
+		"timestamp": e.Timestamp.RFC3339(),
+		"tenant":    jsonText(e.Tenant),
+		"source":    jsonText(e.Source),
+		"carrier":   jsonText(e.Carrier),
+		"data":      data,
+	}
 }
 
-// numbers turns json.Number into int64 where it is whole, float64 otherwise.
-func numbers(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, x := range v {
-			v[k] = numbers(x)
-		}
-	case []any:
-		for i, x := range v {
-			v[i] = numbers(x)
-		}
-	case json.Number:
-		if i, err := v.Int64(); err == nil {
-			return i
-		}
-		f, _ := v.Float64()
-		return f
+// jsonText is s as it comes back from JSON: each byte of invalid UTF-8
+// replaced by U+FFFD.
+func jsonText(s string) string {
+	if utf8.ValidString(s) {
+		return s
 	}
-	return v
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		b.WriteRune(r) // RuneError for an invalid byte
+		i += size
+	}
+	return b.String()
 }
 
 func (r *Route) matches(e *switchboard.Event, em *eventMap) bool {

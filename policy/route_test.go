@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	switchboard "github.com/switchboard-gw/switchboard"
 )
@@ -109,6 +111,66 @@ func TestEventMapNumbers(t *testing.T) {
 	if _, ok := data["status"]; ok {
 		t.Errorf("data.status is present for an event without one: %v", data)
 	}
+}
+
+// eventMapViaJSON is what EventMap stands for: the event's JSON decoded,
+// whole numbers as int64.
+func eventMapViaJSON(t testing.TB, e *switchboard.Event) map[string]any {
+	dec := json.NewDecoder(bytes.NewReader(e.AppendJSON(nil)))
+	dec.UseNumber()
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(any) any
+	walk = func(v any) any {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				v[k] = walk(x)
+			}
+		case []any:
+			for i, x := range v {
+				v[i] = walk(x)
+			}
+		case json.Number:
+			n, err := v.Int64()
+			if err != nil {
+				t.Fatalf("%s is not a whole number", v)
+			}
+			return n
+		}
+		return v
+	}
+	return walk(v).(map[string]any)
+}
+
+func TestEventMapIsItsJSON(t *testing.T) {
+	at := switchboard.TimePtr(time.Date(2026, 3, 1, 12, 30, 45, 123456789, time.UTC))
+	full := switchboard.Event{ID: "evt_1", Type: "message.status", Timestamp: *at, Tenant: "acme", Source: "tw", Carrier: "twilio",
+		Data: switchboard.EventData{MessageID: "SM1", From: "+15550001111", To: "+15550002222", Text: "hi \xff\xfe <&>",
+			Media:    []switchboard.Media{{URL: "https://m/1", ContentType: "image/png"}, {URL: "https://m/2"}},
+			Segments: 3, Status: "failed", CarrierStatus: "failed",
+			Error: &switchboard.Error{Code: "30003", Message: "x"}, OccurredAt: at}}
+	errOnly := full
+	errOnly.Data = switchboard.EventData{Error: &switchboard.Error{}}
+	for name, e := range map[string]switchboard.Event{"full": full, "empty": {}, "empty error": errOnly} {
+		if got, want := EventMap(&e), eventMapViaJSON(t, &e); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: EventMap = %#v\nits JSON decodes to %#v", name, got, want)
+		}
+	}
+}
+
+func FuzzEventMap(f *testing.F) {
+	f.Add("vip \xff", "+1555", "", 2)
+	f.Fuzz(func(t *testing.T, text, from, code string, segments int) {
+		e := &switchboard.Event{Type: "message.received", Carrier: from,
+			Data: switchboard.EventData{Text: text, From: from, Segments: segments,
+				Media: []switchboard.Media{{URL: text, ContentType: code}}, Error: &switchboard.Error{Code: code, Message: text}}}
+		if got, want := EventMap(e), eventMapViaJSON(t, e); !reflect.DeepEqual(got, want) {
+			t.Errorf("EventMap = %#v\nits JSON decodes to %#v", got, want)
+		}
+	})
 }
 
 func TestRouteConditionErrors(t *testing.T) {
