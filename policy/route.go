@@ -187,14 +187,18 @@ var statuses = []string{
 	switchboard.StatusRead, switchboard.StatusUnknown,
 }
 
+// eventTypes are the types the gateway's events have: a route on another
+// would never match, and the events it meant would go unrouted.
+var eventTypes = []string{switchboard.TypeReceived, switchboard.TypeStatus}
+
 // compileRoute validates a route's conditions and compiles its globs,
 // regular expression and when: expression.
 func (v *validator) compileRoute(p string, t *Tenant, r *Route) {
 	if m := r.Match; m != nil {
 		mp := p + ".match"
 		for i, typ := range m.Types {
-			if !strings.HasPrefix(typ, "message.") {
-				v.fail(fmt.Sprintf("%s.types[%d]", mp, i), "%q is not an event type (like message.received, message.status)", typ)
+			if !slices.Contains(eventTypes, typ) {
+				v.fail(fmt.Sprintf("%s.types[%d]", mp, i), "unknown event type %q (known: %s)", typ, strings.Join(eventTypes, ", "))
 			}
 		}
 		for i, c := range m.Carriers {

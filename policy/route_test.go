@@ -173,6 +173,22 @@ func FuzzEventMap(f *testing.F) {
 	})
 }
 
+// TestRouteTypeMisspelled: a type the gateway never gives an event is an
+// error, though it looks like one: the route would never match.
+func TestRouteTypeMisspelled(t *testing.T) {
+	_, errs := loadErrors(t, `tenants:
+  acme:
+    destinations:
+      a: {url: "https://a.example.com", secret: `+secret+`}
+    routes:
+      - match: {types: [message.status, message.recieved]}
+        to: [a]
+`, nil)
+	if want := `match.types[1]: unknown event type "message.recieved"`; !strings.Contains(errs.Error(), want) {
+		t.Errorf("errors lack %q; got:\n%s", want, errs)
+	}
+}
+
 func TestRouteConditionErrors(t *testing.T) {
 	body := `tenants:
   acme:
@@ -207,7 +223,7 @@ func TestRouteConditionErrors(t *testing.T) {
 	p, errs := loadErrors(t, body, nil)
 	got := errs.Error()
 	for _, w := range []string{
-		p + `:9: tenants.acme.routes[0].match.types[0]: "received" is not an event type`,
+		p + `:9: tenants.acme.routes[0].match.types[0]: unknown event type "received" (known: message.received, message.status)`,
 		p + `:10: tenants.acme.routes[0].match.carriers[0]: unknown carrier "twillio"`,
 		p + `:11: tenants.acme.routes[0].match.sources[0]: source "nope" is not defined in tenant acme`,
 		p + `:12: tenants.acme.routes[0].match.statuses[0]: "delivred" is not a status`,
