@@ -37,7 +37,7 @@ func carrierCases(t *testing.T) []carrierCase {
 		{"twilio", "carrier: twilio\n        secret: tw-token", carrier.Config{Carrier: "twilio", Secret: "tw-token"}, ""},
 		{"vonage-sms", "carrier: vonage-sms\n        secret: vonage-sig-secret\n        signature_method: sha256", carrier.Config{Carrier: "vonage-sms", Secret: "vonage-sig-secret", SignatureMethod: "sha256"}, ""},
 		{"vonage-messages", "carrier: vonage-messages\n        secret: vonage-msg-secret-0123456789abcdef", carrier.Config{Carrier: "vonage-messages", Secret: "vonage-msg-secret-0123456789abcdef"}, ""},
-		{"telnyx", "carrier: telnyx\n        public_key: " + pubB64, carrier.Config{Carrier: "telnyx", PublicKey: privB64}, ""},
+		{"telnyx", "carrier: telnyx\n        public_key: " + pubB64, carrier.Config{Carrier: "telnyx", PrivateKey: privB64}, ""},
 		{"plivo", "carrier: plivo\n        secret: plivo-token", carrier.Config{Carrier: "plivo", Secret: "plivo-token"}, ""},
 		{"sinch", "carrier: sinch\n        secret: sinch-secret", carrier.Config{Carrier: "sinch", Secret: "sinch-secret"}, ""},
 		{"bandwidth", "carrier: bandwidth\n        username: bw-user\n        password: bw-pass", carrier.Config{Carrier: "bandwidth", Username: "bw-user", Password: "bw-pass"}, ""},

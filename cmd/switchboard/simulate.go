@@ -20,7 +20,7 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) int {
 	var cfg carrier.Config
 	fs.StringVar(&cfg.Secret, "secret", "", "the source's `secret` (auth token, signing key)")
 	fs.StringVar(&cfg.SignatureMethod, "signature-method", "", "vonage-sms signature `method`")
-	fs.StringVar(&cfg.PublicKey, "private-key", "", "telnyx: base64 Ed25519 private `key` (seed) to sign with")
+	fs.StringVar(&cfg.PrivateKey, "private-key", "", "telnyx: base64 Ed25519 private `key` (seed) to sign with")
 	fs.StringVar(&cfg.Username, "username", "", "basic-auth `username`")
 	fs.StringVar(&cfg.Password, "password", "", "basic-auth `password`")
 	fs.StringVar(&cfg.URLToken, "url-token", "", "africastalking URL `token`")

@@ -96,16 +96,20 @@ type Config struct {
 	Secret          string
 	SignatureMethod string
 	PublicKey       string
-	Username        string
-	Password        string
-	TopicARNs       []string
-	AutoConfirm     bool
-	URLToken        string
-	AllowedIPs      []netip.Prefix
-	Header          string
-	Algorithm       string
-	Encoding        string
-	Prefix          string
+	// PrivateKey is, for Simulate only, the key to sign with where the
+	// scheme is asymmetric (telnyx: base64 of the 32-byte Ed25519 seed or
+	// the 64-byte key). It is never read from a configuration.
+	PrivateKey  string
+	Username    string
+	Password    string
+	TopicARNs   []string
+	AutoConfirm bool
+	URLToken    string
+	AllowedIPs  []netip.Prefix
+	Header      string
+	Algorithm   string
+	Encoding    string
+	Prefix      string
 	// ReplayWindow bounds signed timestamps (default 5m).
 	ReplayWindow time.Duration
 	// HTTPClient is what aws-sns fetches signing certificates and confirms

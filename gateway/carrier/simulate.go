@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -53,6 +54,9 @@ type simulator interface {
 func Simulate(cfg Config, kind string, m SimMessage, targetURL string, now time.Time) (*http.Request, error) {
 	if cfg.Carrier == "aws-sns" { // before New, whose complaints would be about the source's keys
 		return nil, fmt.Errorf("simulate aws-sns: %w", (&SNS{}).simulateErr())
+	}
+	if cfg.Carrier == "telnyx" && cfg.PrivateKey == "" { // before New, which would ask for a public key
+		return nil, errors.New("simulate telnyx: signing needs the private key (base64 Ed25519 seed)")
 	}
 	c, err := New(cfg)
 	if err != nil {

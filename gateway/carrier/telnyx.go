@@ -23,8 +23,9 @@ func init() { register("telnyx", newTelnyx) }
 // Telnyx waits only 2 s for the answer.
 //
 // Config: PublicKey is the account's public key from the portal (base64 of
-// 32 bytes). For Simulate it holds the private key instead: the 32-byte
-// seed or the 64-byte key, base64. ReplayWindow bounds telnyx-timestamp.
+// 32 bytes); for Simulate, PrivateKey is the key to sign with (base64 of
+// the 32-byte seed or the 64-byte key) and PublicKey may stay empty.
+// ReplayWindow bounds telnyx-timestamp.
 type Telnyx struct {
 	pub    ed25519.PublicKey
 	priv   ed25519.PrivateKey // for simulations only
@@ -32,18 +33,36 @@ type Telnyx struct {
 }
 
 func newTelnyx(cfg Config) (Carrier, error) {
+	c := &Telnyx{window: cfg.ReplayWindow}
+	if cfg.PrivateKey != "" {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cfg.PrivateKey))
+		if err != nil {
+			return nil, errors.New("telnyx: the private key is not base64")
+		}
+		switch len(key) {
+		case ed25519.SeedSize:
+			c.priv = ed25519.NewKeyFromSeed(key)
+		case ed25519.PrivateKeySize:
+			c.priv = ed25519.PrivateKey(key)
+		default:
+			return nil, fmt.Errorf("telnyx: the private key is %d bytes, want the 32 of an Ed25519 seed or the 64 of a key", len(key))
+		}
+		c.pub = c.priv.Public().(ed25519.PublicKey)
+		if cfg.PublicKey == "" {
+			return c, nil
+		}
+	}
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cfg.PublicKey))
 	if err != nil {
 		return nil, errors.New("telnyx: public_key is not base64")
 	}
-	c := &Telnyx{window: cfg.ReplayWindow}
 	switch len(key) {
 	case ed25519.PublicKeySize:
 		c.pub = ed25519.PublicKey(key)
-		c.priv = ed25519.NewKeyFromSeed(key) // meaningful only if key was a seed
 	case ed25519.PrivateKeySize:
-		c.priv = ed25519.PrivateKey(key)
-		c.pub = c.priv.Public().(ed25519.PublicKey)
+		// A private key does not belong in a configuration that logs,
+		// diffs and shares as public data.
+		return nil, errors.New("telnyx: public_key is 64 bytes, an Ed25519 private key; configure the 32-byte public key from the Telnyx portal")
 	default:
 		return nil, fmt.Errorf("telnyx: public_key is %d bytes, want the 32 of an Ed25519 public key", len(key))
 	}
@@ -197,6 +216,9 @@ var telnyxWord = map[string]string{
 }
 
 func (c *Telnyx) simulate(kind string, m SimMessage, target string, now time.Time) (*http.Request, error) {
+	if c.priv == nil {
+		return nil, errors.New("telnyx: signing a simulated callback needs the private key (Ed25519), not the public one")
+	}
 	id := orDefault(m.MessageID, randomUUID())
 	at := now.UTC().Format("2006-01-02T15:04:05.000-07:00")
 	payload := map[string]any{

@@ -25,7 +25,7 @@ func telnyxSeed() []byte {
 
 func TestTelnyx(t *testing.T) {
 	other := ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey)
-	sim := Config{Carrier: "telnyx", PublicKey: base64.StdEncoding.EncodeToString(telnyxSeed())}
+	sim := Config{Carrier: "telnyx", PrivateKey: base64.StdEncoding.EncodeToString(telnyxSeed())}
 	conformance{
 		cfg: telnyxCfg, dir: "telnyx", bodySigned: true, simCfg: &sim,
 		wrong:  Config{Carrier: "telnyx", PublicKey: base64.StdEncoding.EncodeToString(other)},
@@ -52,15 +52,38 @@ func TestTelnyxVectors(t *testing.T) {
 			t.Errorf("%s: signature = %s, want %s", kind, got, want)
 		}
 	}
-	// The 64-byte private key also builds a verifier (its public half).
-	c := mustNew(t, Config{Carrier: "telnyx", PublicKey: base64.StdEncoding.EncodeToString(priv), ReplayWindow: 5 * time.Minute})
-	if _, err := c.Verify(loadFixture(t, "telnyx", "inbound")); err != nil {
-		t.Fatalf("Verify with the private key configured: %v", err)
-	}
-	for _, bad := range []string{"", "!!", base64.StdEncoding.EncodeToString(make([]byte, 31))} {
-		if _, err := New(Config{Carrier: "telnyx", PublicKey: bad}); err == nil {
-			t.Errorf("New(public_key %q) = nil error", bad)
+	// A simulator signs with the seed or the 64-byte key; either verifies.
+	for _, key := range [][]byte{seed, priv} {
+		sim := mustNew(t, Config{Carrier: "telnyx", PrivateKey: base64.StdEncoding.EncodeToString(key), ReplayWindow: 5 * time.Minute})
+		if _, err := sim.Verify(loadFixture(t, "telnyx", "inbound")); err != nil {
+			t.Errorf("Verify by a %d-byte private key's simulator: %v", len(key), err)
 		}
+	}
+	for bad, want := range map[string]string{
+		"":   "public_key is 0 bytes",
+		"!!": "public_key is not base64",
+		base64.StdEncoding.EncodeToString(make([]byte, 31)): "public_key is 31 bytes",
+		// A private key in public_key is refused, not quietly used.
+		base64.StdEncoding.EncodeToString(priv): "an Ed25519 private key",
+	} {
+		if _, err := New(Config{Carrier: "telnyx", PublicKey: bad}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("New(public_key %q) = %v, want an error with %q", bad, err, want)
+		}
+	}
+	for bad, want := range map[string]string{
+		"!!": "the private key is not base64",
+		base64.StdEncoding.EncodeToString(make([]byte, 31)): "the private key is 31 bytes",
+	} {
+		if _, err := New(Config{Carrier: "telnyx", PrivateKey: bad}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("New(private key %q) = %v, want an error with %q", bad, err, want)
+		}
+	}
+	// A verifier has no key to simulate with.
+	if _, err := Simulate(telnyxCfg, simInbound, SimMessage{}, "http://x/h", time.Now()); err == nil || !strings.Contains(err.Error(), "needs the private key") {
+		t.Errorf("Simulate with only the public key = %v, want 'needs the private key'", err)
+	}
+	if _, err := mustNew(t, telnyxCfg).(simulator).simulate(simInbound, SimMessage{}, "http://x/h", time.Now()); err == nil || !strings.Contains(err.Error(), "needs the private key") {
+		t.Errorf("simulate by a verifier = %v, want 'needs the private key'", err)
 	}
 }
 
