@@ -53,6 +53,13 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if r.ContentLength > rt.cfg.Server.MaxBodyBytes {
+		// Refused before it is sent. Closing the connection keeps net/http
+		// from reading the unwanted body before it answers.
+		w.Header().Set("Connection", "close")
+		g.fail(w, log(), http.StatusRequestEntityTooLarge, "body larger than server.max_body_bytes", nil)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, rt.cfg.Server.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError

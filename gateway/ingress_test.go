@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -226,6 +228,34 @@ func TestIngressAnswers(t *testing.T) {
 	r, err = http.Get(f.srv.URL + "/healthz")
 	if err != nil || r.StatusCode != http.StatusOK {
 		t.Errorf("/healthz = %v %v, want 200", r.StatusCode, err)
+	}
+}
+
+// TestIngressRefusesDeclaredLength: a body whose Content-Length is over
+// server.max_body_bytes gets 413 at once, not after the client has sent it
+// (or after the read timeout, when the client waits for an answer first).
+func TestIngressRefusesDeclaredLength(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	// max_body_bytes is 2048 in the fixture; 10 of the 100000 bytes come.
+	if _, err := io.WriteString(conn, "POST /hooks/acme/tw HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"+
+		"Content-Length: 100000\r\n\r\nMessageSid"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body was sent: %v", err)
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status = %d, want 413", resp.StatusCode)
+	}
+	if n := f.queued(t); n != 0 {
+		t.Errorf("queued = %d, want 0", n)
 	}
 }
 
