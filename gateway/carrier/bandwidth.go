@@ -71,8 +71,14 @@ func (c *Bandwidth) Parse(r *Request) ([]switchboard.Event, error) {
 	if err := json.Unmarshal(r.Body, &in); err != nil {
 		return nil, badPayload("bandwidth", "body is not a JSON array of Bandwidth events: %v", err)
 	}
+	if in == nil { // null; an empty array is an empty batch
+		return nil, badPayload("bandwidth", "body is null, not an array of Bandwidth events")
+	}
 	events := make([]switchboard.Event, 0, len(in))
 	for i, b := range in {
+		if b.Type == "" {
+			return nil, badPayload("bandwidth", "event %d without type", i)
+		}
 		if !strings.HasPrefix(b.Type, "message-") {
 			continue
 		}

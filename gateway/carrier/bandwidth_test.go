@@ -44,7 +44,7 @@ func TestBandwidthParseArray(t *testing.T) {
 	if d := events[2].Data; d.Status != "unknown" || d.CarrierStatus != "message-teleported" {
 		t.Errorf("unknown type = %+v", d)
 	}
-	for _, bad := range []string{``, `{}`, `[{"type":"message-sent","message":{}}]`} {
+	for _, bad := range []string{``, `{}`, `null`, `[null]`, `[{"type":"message-sent","message":{}}]`} {
 		if _, err := c.Parse(&Request{Body: []byte(bad)}); !errors.Is(err, switchboard.ErrBadPayload) {
 			t.Errorf("Parse(%s) = %v, want ErrBadPayload", bad, err)
 		}

@@ -128,6 +128,9 @@ func (c *Bird) Parse(r *Request) ([]switchboard.Event, error) {
 	if err := json.Unmarshal(r.Body, &env); err != nil {
 		return nil, badPayload("bird", "body is not a Bird notification: %v", err)
 	}
+	if env.Event == "" {
+		return nil, badPayload("bird", "body has no event")
+	}
 	m := env.Payload
 	inbound := strings.HasSuffix(env.Event, ".inbound")
 	if !inbound && !strings.HasSuffix(env.Event, ".outbound") {

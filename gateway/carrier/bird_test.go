@@ -70,7 +70,7 @@ func TestBirdParse(t *testing.T) {
 	if events, err := c.Parse(&Request{Body: []byte(`{"service":"channels","event":"conversation.created","payload":{}}`)}); err != nil || len(events) != 0 {
 		t.Errorf("other event = %v, %v", events, err)
 	}
-	for _, bad := range []string{``, `[]`, `{"event":"sms.inbound","payload":{}}`} {
+	for _, bad := range []string{``, `[]`, `null`, `{}`, `{"event":"sms.inbound","payload":{}}`} {
 		if _, err := c.Parse(&Request{Body: []byte(bad)}); !errors.Is(err, switchboard.ErrBadPayload) {
 			t.Errorf("Parse(%s) = %v", bad, err)
 		}

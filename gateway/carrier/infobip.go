@@ -84,6 +84,9 @@ func (c *Infobip) Parse(r *Request) ([]switchboard.Event, error) {
 	if err := json.Unmarshal(r.Body, &body); err != nil {
 		return nil, badPayload("infobip", "body is not an Infobip {\"results\":[…]} notification: %v", err)
 	}
+	if len(body.Results) == 0 {
+		return nil, badPayload("infobip", "body has no results")
+	}
 	events := make([]switchboard.Event, 0, len(body.Results))
 	for i, res := range body.Results {
 		if res.MessageID == "" {

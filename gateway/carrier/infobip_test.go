@@ -40,7 +40,7 @@ func TestInfobipParse(t *testing.T) {
 	if d := events[2].Data; d.Status != "failed" {
 		t.Errorf("rejected = %+v", d)
 	}
-	for _, bad := range []string{``, `[]`, `{"results":[{"to":"1"}]}`} {
+	for _, bad := range []string{``, `[]`, `null`, `{}`, `{"results":[]}`, `{"results":[{"to":"1"}]}`} {
 		if _, err := c.Parse(&Request{Body: []byte(bad)}); !errors.Is(err, switchboard.ErrBadPayload) {
 			t.Errorf("Parse(%s) = %v", bad, err)
 		}

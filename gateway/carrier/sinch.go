@@ -117,6 +117,8 @@ func (c *Sinch) Parse(r *Request) ([]switchboard.Event, error) {
 		return nil, badPayload("sinch", "body is not a Sinch callback: %v", err)
 	}
 	switch {
+	case cb.Type == "":
+		return nil, badPayload("sinch", "body has no type")
 	case strings.HasPrefix(cb.Type, "mo_"):
 		if cb.ID == "" {
 			return nil, badPayload("sinch", "%s without id", cb.Type)

@@ -99,7 +99,7 @@ func TestSinchParse(t *testing.T) {
 	if e := parse(`{"type":"something_else"}`); len(e) != 0 {
 		t.Errorf("other type = %+v, want no events", e)
 	}
-	for _, bad := range []string{``, `[]`, `{"type":"mo_text"}`, `{"type":"recipient_delivery_report_sms"}`} {
+	for _, bad := range []string{``, `[]`, `null`, `{}`, `{"type":"mo_text"}`, `{"type":"recipient_delivery_report_sms"}`} {
 		if _, err := c.Parse(&Request{Body: []byte(bad)}); !errors.Is(err, switchboard.ErrBadPayload) {
 			t.Errorf("Parse(%s) = %v, want ErrBadPayload", bad, err)
 		}

@@ -149,6 +149,9 @@ func (c *Telnyx) Parse(r *Request) ([]switchboard.Event, error) {
 		return nil, badPayload("telnyx", "body is not a Telnyx webhook: %v", err)
 	}
 	d, p := env.Data, env.Data.Payload
+	if d.EventType == "" {
+		return nil, badPayload("telnyx", "body has no data.event_type")
+	}
 	if d.EventType != "message.received" && d.EventType != "message.sent" && d.EventType != "message.finalized" {
 		return nil, nil
 	}

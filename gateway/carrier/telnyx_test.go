@@ -128,7 +128,7 @@ func TestTelnyxParse(t *testing.T) {
 	if events, err := c.Parse(&Request{Body: []byte(`{"data":{"event_type":"number_order.complete","payload":{}}}`)}); err != nil || len(events) != 0 {
 		t.Errorf("other event type: Parse = %v, %v; want no events", events, err)
 	}
-	for _, bad := range []string{``, `[]`, `{"data":{"event_type":"message.sent","payload":{"id":"m","to":[]}}}`, `{"data":{"event_type":"message.received","payload":{}}}`,
+	for _, bad := range []string{``, `[]`, `null`, `{}`, `{"data":{"event_type":"message.sent","payload":{"id":"m","to":[]}}}`, `{"data":{"event_type":"message.received","payload":{}}}`,
 		// A status event must carry a status: a null recipient has none.
 		`{"data":{"event_type":"message.finalized","id":"x","payload":{"id":"tq2","from":null,"to":[null]}}}`} {
 		if _, err := c.Parse(&Request{Body: []byte(bad)}); !errors.Is(err, switchboard.ErrBadPayload) {
