@@ -331,6 +331,16 @@ var carrierKeys = map[string][]string{
 	"basic":             {"username", "password"},
 }
 
+// carrierOptional lists the keys a carrier may take beyond carrierKeys;
+// any other credential key set on its source is an error (it would be
+// ignored, and an ignored allowed_ips or signature_method is a check the
+// operator believes is made).
+var carrierOptional = map[string][]string{
+	"aws-sns":        {"auto_confirm"},
+	"africastalking": {"allowed_ips"},
+	"hmac":           {"prefix"},
+}
+
 type validator struct {
 	cfg   *Config
 	lines map[string]pos
@@ -611,6 +621,12 @@ func (v *validator) source(p string, s *Source) {
 	for _, k := range keys {
 		if !vals[k] {
 			v.fail(p+"."+k, "is required for carrier %s", s.Carrier)
+		}
+	}
+	vals["auto_confirm"], vals["allowed_ips"], vals["prefix"] = s.AutoConfirm, len(s.AllowedIPs) > 0, s.Prefix != ""
+	for _, k := range sortedKeys(vals) {
+		if vals[k] && !slices.Contains(keys, k) && !slices.Contains(carrierOptional[s.Carrier], k) {
+			v.fail(p+"."+k, "is not used by carrier %s (it takes %s)", s.Carrier, strings.Join(append(slices.Clone(keys), carrierOptional[s.Carrier]...), ", "))
 		}
 	}
 	for i, c := range s.AllowedIPs {

@@ -198,6 +198,44 @@ func TestValidationErrors(t *testing.T) {
 	}
 }
 
+// TestSourceKeysNotUsed: a credential key the carrier does not take is an
+// error: ignored, an allow-list or a signature method would be a check the
+// operator believes is made.
+func TestSourceKeysNotUsed(t *testing.T) {
+	body := `tenants:
+  acme:
+    sources:
+      tw:
+        carrier: twilio
+        secret: tok
+        signature_method: md5
+        allowed_ips: [10.0.0.0/8]
+      at: {carrier: africastalking, url_token: at-url-token-0123456789, allowed_ips: [10.0.0.0/8]}
+      hm: {carrier: hmac, secret: s, header: X-Sig, algorithm: sha256, encoding: hex, prefix: "sha256="}
+      sns: {carrier: aws-sns, topic_arns: ["arn:aws:sns:us-east-1:123456789012:t"], auto_confirm: true}
+      tx: {carrier: telnyx, public_key: 11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=, auto_confirm: true}
+`
+	p, errs := loadErrors(t, body, nil)
+	got := errs.Error()
+	for _, w := range []string{
+		p + ":7: tenants.acme.sources.tw.signature_method: is not used by carrier twilio (it takes secret)",
+		p + ":8: tenants.acme.sources.tw.allowed_ips: is not used by carrier twilio",
+		p + ":12: tenants.acme.sources.tx.auto_confirm: is not used by carrier telnyx (it takes public_key)",
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("errors lack %q; got:\n%s", w, got)
+		}
+	}
+	for _, src := range []string{"sources.at.", "sources.hm.", "sources.sns."} {
+		if strings.Contains(got, src) {
+			t.Errorf("a key the carrier takes is refused (%s):\n%s", src, got)
+		}
+	}
+	if n := strings.Count(got, "\n") + 1; n != 3 {
+		t.Errorf("%d errors, want 3:\n%s", n, got)
+	}
+}
+
 func TestSecretsNeverInErrors(t *testing.T) {
 	body := `server:
   admin_token: [hunter2-admin]
