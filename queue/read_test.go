@@ -217,6 +217,48 @@ func TestReclaim(t *testing.T) {
 	}
 }
 
+// TestReclaimCountsLostAttempts: a job reclaimed from a consumer that
+// stopped carries the attempts that consumer (and any before it) made
+// without recording an outcome, so max_attempts ends a job whose delivery
+// keeps killing its instance.
+func TestReclaimCountsLostAttempts(t *testing.T) {
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		mustEnqueue(t, s, entry(1, "a"))
+		if jobs := mustRead(t, s, "c1", map[string]int{"a": 1}); len(jobs) != 1 || jobs[0].Attempts != 0 {
+			t.Fatalf("Read = %+v, want one job with 0 attempts", jobs)
+		}
+		for i, consumer := range []string{"c2", "c3"} {
+			jobs, err := s.Reclaim(ctx, tenant, consumer, []string{"a"}, 0, 10)
+			if err != nil || len(jobs) != 1 {
+				t.Fatalf("Reclaim by %s = %v, %v; want the job", consumer, jobs, err)
+			}
+			if want := i + 1; jobs[0].Attempts != want {
+				t.Errorf("Reclaim by %s: attempts = %d, want %d (handed out %d times, no outcome recorded)", consumer, jobs[0].Attempts, want, want)
+			}
+		}
+		// A job with an attempt recorded (retried, promoted) adds its lost
+		// ones to it; and the count is not written back into the entry.
+		jobs, err := s.Reclaim(ctx, tenant, "c4", []string{"a"}, 0, 10)
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("Reclaim by c4 = %v, %v", jobs, err)
+		}
+		if err := s.Retry(ctx, &jobs[0], 4, time.Now().Add(-time.Second), "boom"); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, err := s.PromoteNext(ctx, tenant, time.Now(), 10); err != nil || n != 1 {
+			t.Fatalf("PromoteNext = %d, %v; want 1", n, err)
+		}
+		if jobs := mustRead(t, s, "c5", map[string]int{"a": 1}); len(jobs) != 1 || jobs[0].Attempts != 4 {
+			t.Fatalf("Read after the retry = %+v, want one job with 4 attempts", jobs)
+		}
+		jobs, err = s.Reclaim(ctx, tenant, "c6", []string{"a"}, 0, 10)
+		if err != nil || len(jobs) != 1 || jobs[0].Attempts != 5 {
+			t.Fatalf("Reclaim after a recorded attempt = %+v, %v; want 5 attempts", jobs, err)
+		}
+	})
+}
+
 func TestRelease(t *testing.T) {
 	t.Parallel()
 	s, rdb, _ := mustStore(t)

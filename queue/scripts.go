@@ -260,6 +260,12 @@ return {#due, tonumber(nx[2])}
 // away here (a no-op where Redis 7's XCLAIM already dropped them). A stream
 // or group that is gone has nothing to reclaim.
 //
+// Each time a pending entry was handed out (read, or claimed before) is an
+// attempt whose outcome was never recorded: the instance making it
+// stopped. The entries returned count those in their attempts field ('a'),
+// so that max_attempts counts them too; the stored entry is unchanged, and
+// its delivery counter keeps the count for a later claim.
+//
 // Returns {key, entries, key, entries, ...} for streams with claimed jobs.
 var reclaimScript = redis.NewScript(`
 local out = {}
@@ -268,13 +274,27 @@ for _, key in ipairs(KEYS) do
   if left <= 0 then break end
   local p = redis.pcall('XPENDING', key, 'sb', 'IDLE', ARGV[2], '-', '+', left)
   if type(p) == 'table' and p.err == nil and #p > 0 then
-    local ids = {}
-    for i, e in ipairs(p) do ids[i] = e[1] end
+    local ids, lost = {}, {}
+    for i, e in ipairs(p) do
+      ids[i] = e[1]
+      lost[e[1]] = tonumber(e[4]) or 1
+    end
     local claimed = redis.call('XCLAIM', key, 'sb', ARGV[1], ARGV[2], unpack(ids))
     local got, live = {}, {}
     for _, e in ipairs(claimed) do
       if e and e[1] then
         got[e[1]] = true
+        local f, seen = e[2], false
+        for i = 1, #f, 2 do
+          if f[i] == 'a' then
+            f[i + 1] = tostring((tonumber(f[i + 1]) or 0) + lost[e[1]])
+            seen = true
+          end
+        end
+        if not seen then
+          f[#f + 1] = 'a'
+          f[#f + 1] = tostring(lost[e[1]])
+        end
         live[#live + 1] = e
       end
     end

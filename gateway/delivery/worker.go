@@ -336,6 +336,10 @@ func (w *Worker) deliver(t *target, j *queue.Job) {
 	if w.dropStale(t, j) { // drop_stale_status (ordered.go)
 		return
 	}
+	if j.Attempts >= t.cfg.Retry.MaxAttempts {
+		w.buryLost(ctx, j)
+		return
+	}
 	done, err := t.breaker.Allow()
 	if err != nil {
 		// Opened since we read: hand the job back untouched.
@@ -383,6 +387,24 @@ func actionName(a Action) string {
 		return "retry"
 	}
 	return "dead_letter"
+}
+
+// lostAttempts is the last_error of a job dead-lettered because its
+// attempts were spent by instances that stopped while making them.
+const lostAttempts = "max_attempts spent: the instances delivering it stopped before recording an outcome"
+
+// buryLost dead-letters a reclaimed job without an attempt: its attempts
+// (counted by queue.Reclaim) include those of instances that stopped
+// mid-attempt, and they spend max_attempts like any other. An event whose
+// delivery kills its instance ends here instead of going round forever.
+func (w *Worker) buryLost(ctx context.Context, j *queue.Job) {
+	err := w.Store.DeadLetter(ctx, j, j.Attempts, lostAttempts, w.now())
+	w.Log.Warn("job dead-lettered: max_attempts spent on attempts that never recorded an outcome",
+		"tenant", w.id, "destination", j.Destination, "event_id", j.EventID, "attempts", j.Attempts)
+	if err != nil {
+		w.Log.Error("recording delivery outcome failed; the job will be reclaimed", "tenant", w.id,
+			"destination", j.Destination, "event_id", j.EventID, "err", err)
+	}
 }
 
 // attempt makes one attempt of j (the breaker already allowed it and

@@ -378,3 +378,50 @@ func TestRetryLeavesWhenDue(t *testing.T) {
 		t.Errorf("retry after %v, want at least d/2 = 150ms", gap)
 	}
 }
+
+// TestReclaimedAttemptsCount: a job left pending by consumers that stopped
+// mid-attempt comes back with those attempts counted: as attempt 2 after
+// one lost attempt, and, once they reach max_attempts, dead-lettered
+// without another (an event whose delivery kills its instance must not go
+// round forever).
+func TestReclaimedAttemptsCount(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var calls atomic.Int64
+	rcv := receiver(t, func() int { calls.Add(1); return http.StatusOK })
+	tenant := loadTenant(t, tenantYAML(`  retry: {max_attempts: 2}
+`, fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s}
+`, rcv.URL, testSecret)))
+	ctx := context.Background()
+	ids := r.enqueue(2, "app")
+	jobs, err := r.store.Read(ctx, "acme", "crashed-1", map[string]int{"app": 2}, 0)
+	if err != nil || len(jobs) != 2 {
+		t.Fatalf("Read = %v, %v", jobs, err)
+	}
+	// Both were handed out once; the first once more, to a second consumer
+	// that stopped too (XCLAIM counts a delivery; with JUSTID it does not).
+	// IDLE makes them look long abandoned.
+	key := "sb:{acme}:d:app"
+	if err := r.rdb.Do(ctx, "XCLAIM", key, "sb", "crashed-2", 0, jobs[0].ID, "IDLE", 3600000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.rdb.Do(ctx, "XCLAIM", key, "sb", "crashed-1", 0, jobs[1].ID, "IDLE", 3600000, "JUSTID").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.start(tenant, "c1", "")
+	waitFor(t, 10*time.Second, "the dead letter and the delivery", func() bool {
+		n, _ := r.rdb.XLen(ctx, "sb:{acme}:dlq").Result()
+		return n == 1 && calls.Load() == 1
+	})
+	if a := r.made("app"); len(a) != 1 || a[0].event != ids[1] || a[0].attempt != 2 {
+		t.Errorf("attempts = %+v, want one: %s as attempt 2", a, ids[1])
+	}
+	dl, err := r.store.DLQList(ctx, "acme", "app", 10)
+	if err != nil || len(dl) != 1 {
+		t.Fatalf("DLQList = %v, %v", dl, err)
+	}
+	if dl[0].EventID != ids[0] || dl[0].Attempts != 2 || dl[0].LastError != lostAttempts {
+		t.Errorf("dead letter = %+v, want %s with 2 attempts and %q", dl[0], ids[0], lostAttempts)
+	}
+}
