@@ -27,7 +27,8 @@ import (
 // That counts as D's delivery, attempt 1. Any other answer, a timeout or
 // D's open breaker gives the carrier its usual acknowledgement, and D gets
 // the event from the queue like any destination: attempt 1 spent (in the
-// retry set, due after its backoff) when one was made. Either way the
+// retry set, due after its backoff; with the breaker open the attempt is
+// not made, but spent all the same, as DESIGN has it). Either way the
 // event is stored and routed to the other destinations as usual, and D
 // gets it once. A callback that holds several events (or none) is not
 // passed through: its events are queued for D.
@@ -138,12 +139,9 @@ func (g *Gateway) passthrough(r *http.Request, logger func() *slog.Logger, t *te
 		return nil, report, err // a carrier's retry: the app had it (or has it queued)
 	}
 	var done delivery.PassthroughDone
+	allowed := true
 	if g.pass.allow != nil {
-		var ok bool
-		if done, ok = g.pass.allow(tid, dest); !ok {
-			log.Warn("pass-through skipped: the destination's breaker is open; the event is queued for it", "event_id", entry.EventID)
-			return nil, report, nil
-		}
+		done, allowed = g.pass.allow(tid, dest)
 	}
 
 	job := &queue.Job{Tenant: tid, Destination: dest, EventID: entry.EventID, Event: entry.Event,
@@ -151,7 +149,16 @@ func (g *Gateway) passthrough(r *http.Request, logger func() *slog.Logger, t *te
 	if slices.Contains(entry.RawFor, dest) {
 		job.Raw = entry.Raw
 	}
-	ans, o, latency := g.forward(ctx, d, job, passDeadline(start, pt.Timeout.D(), s.cfg.Carrier))
+	var o delivery.Outcome
+	var latency time.Duration
+	if allowed {
+		ans, o, latency = g.forward(ctx, d, job, passDeadline(start, pt.Timeout.D(), s.cfg.Carrier))
+	} else {
+		// An open breaker spends attempt 1 as a failure would (DESIGN):
+		// the event waits in the retry set for its backoff.
+		log.Warn("pass-through skipped: the destination's breaker is open", "event_id", entry.EventID)
+		o = delivery.Outcome{Result: delivery.Failed, Err: "not attempted: the destination's circuit breaker is open"}
+	}
 	now := g.now()
 	dec := delivery.Decision{Action: delivery.Ack}
 	if o.Result != delivery.Delivered {
