@@ -45,7 +45,7 @@ func (m maskHandler) WithGroup(name string) slog.Handler { return maskHandler{m.
 // recordNeedsMask reports whether masking could change r (maskAttr would
 // change one of its attributes, or MaskNumbers its message).
 func recordNeedsMask(r slog.Record) bool {
-	need := hasLongDigitRun(r.Message)
+	need := mayHoldNumber(r.Message)
 	if !need {
 		r.Attrs(func(a slog.Attr) bool {
 			need = attrNeedsMask(a.Value)
@@ -58,7 +58,7 @@ func recordNeedsMask(r slog.Record) bool {
 func attrNeedsMask(v slog.Value) bool {
 	switch v.Kind() {
 	case slog.KindString:
-		return hasLongDigitRun(v.String())
+		return mayHoldNumber(v.String())
 	case slog.KindGroup, slog.KindLogValuer:
 		return true // rare: let maskAttr resolve and walk it
 	case slog.KindAny:
@@ -67,7 +67,7 @@ func attrNeedsMask(v slog.Value) bool {
 			return true
 		case []string:
 			for _, s := range x {
-				if hasLongDigitRun(s) {
+				if mayHoldNumber(s) {
 					return true
 				}
 			}
@@ -105,11 +105,12 @@ func maskAttr(a slog.Attr) slog.Attr {
 
 // MaskNumbers masks every phone number in s, keeping its first digits and
 // its last four: "+15555550100" becomes "+1555***0100". A number is a '+'
-// (or its URL encoding "%2B") and 8–15 digits, whatever follows, or 10–15
+// (or its URL encoding "%2B") and 8–15 digits, whatever follows, also
+// written in groups ("+1 415 555-0123" becomes "+1415***0123"), or 10–15
 // digits standing alone (not part of an id, a stream entry id "<ms>-<seq>",
 // a decimal or a word). Short codes stay.
 func MaskNumbers(s string) string {
-	if !hasLongDigitRun(s) {
+	if !mayHoldNumber(s) {
 		return s // the common case: nothing to do, no allocation
 	}
 	var b strings.Builder
@@ -128,7 +129,14 @@ func MaskNumbers(s string) string {
 		}
 		run := s[i:j]
 		// '+', or "%2B" as a URL query encodes it (a GET callback's URL).
-		plus := i > 0 && s[i-1] == '+' || i > 2 && s[i-3] == '%' && s[i-2] == '2' && (s[i-1] == 'B' || s[i-1] == 'b')
+		plus := afterPlus(s, i)
+		if plus && len(run) < 8 {
+			if end, digits, ok := spacedNumber(s, i); ok {
+				b.WriteString(maskDigits(string(digits)))
+				i = end
+				continue
+			}
+		}
 		before := i > 0 && !plus && (isJoiner(s[i-1]) || s[i-1] == '.' && i > 1 && isDigit(s[i-2]))
 		after := j < len(s) && (isJoiner(s[j]) || s[j] == '.' && j+1 < len(s) && isDigit(s[j+1]))
 		switch {
@@ -152,12 +160,14 @@ func maskDigits(run string) string {
 	return run[:keep] + "***" + run[len(run)-4:]
 }
 
-func hasLongDigitRun(s string) bool {
+// mayHoldNumber reports whether MaskNumbers could change s: it has a run
+// of 8 digits, or a digit after a '+' (a number written in groups).
+func mayHoldNumber(s string) bool {
 	n := 0
 	for i := 0; i < len(s); i++ {
 		if isDigit(s[i]) {
 			n++
-			if n >= 8 {
+			if n >= 8 || n == 1 && afterPlus(s, i) {
 				return true
 			}
 		} else {
@@ -165,6 +175,62 @@ func hasLongDigitRun(s string) bool {
 		}
 	}
 	return false
+}
+
+// afterPlus reports whether s[i] follows a '+' or its URL encoding "%2B".
+func afterPlus(s string, i int) bool {
+	return i > 0 && s[i-1] == '+' || i > 2 && s[i-3] == '%' && s[i-2] == '2' && (s[i-1] == 'B' || s[i-1] == 'b')
+}
+
+// spacedNumber reads, from s[i] (the first digit after a '+'), a phone
+// number written in groups: digit runs joined by one or two separators (a
+// space, '-', '.', '(' or ')', or as a URL encodes them "%20", "+", "%28",
+// "%29"), as in "+1 (415) 555-0123". It returns where the number ends and
+// its digits; ok is false unless 8–15 digits stand in two groups or more,
+// with no digit right after.
+func spacedNumber(s string, i int) (end int, digits []byte, ok bool) {
+	groups, j := 0, i
+	for {
+		k := j
+		for k < len(s) && isDigit(s[k]) {
+			k++
+		}
+		digits = append(digits, s[j:k]...)
+		groups++
+		end = k
+		if len(digits) > 15 {
+			return 0, nil, false
+		}
+		n := separatorLen(s, k)
+		if m := separatorLen(s, k+n); n > 0 && m > 0 {
+			n += m
+		}
+		if n == 0 || k+n >= len(s) || !isDigit(s[k+n]) {
+			break
+		}
+		j = k + n
+	}
+	return end, digits, groups > 1 && len(digits) >= 8
+}
+
+// separatorLen is the length of the separator at s[k] that may join the
+// digit groups of a written phone number, 0 if there is none.
+func separatorLen(s string, k int) int {
+	if k >= len(s) {
+		return 0
+	}
+	switch s[k] {
+	case ' ', '-', '.', '(', ')', '+':
+		return 1
+	case '%':
+		if k+2 < len(s) {
+			switch s[k+1 : k+3] {
+			case "20", "28", "29":
+				return 3
+			}
+		}
+	}
+	return 0
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -35,6 +36,15 @@ func TestMaskNumbers(t *testing.T) {
 		{"?From=%2B15555550100&To=%2b447700900123&Id=%2B1234567", "?From=%2B1555***0100&To=%2b4477***0123&Id=%2B1234567"},
 		// After a '+' the digits are a number whatever follows.
 		{"z=%2B15553334444abc&w=+15553334444_x", "z=%2B1555***4444abc&w=+1555***4444_x"},
+		// Written in groups, after a '+' (as typed, or URL-encoded).
+		{"call +1 (415) 555-0123 now", "call +1415***0123 now"},
+		{"note=call%20me%20at%20%2B1%20415%20555%200123&q=1", "note=call%20me%20at%20%2B1415***0123&q=1"},
+		{"From=%2B44+20+7946+0958&x=1", "From=%2B4420***0958&x=1"},
+		{"+44.20.7946.0958", "+4420***0958"},
+		// Too few or too many digits, or one group only: not a grouped number.
+		{"+1 2 3 and 4", "+1 2 3 and 4"},
+		{"+1 234 567 890 123 456 7", "+1 234 567 890 123 456 7"},
+		{"retry +1 in 5s", "retry +1 in 5s"},
 		{"", ""},
 	} {
 		if got := MaskNumbers(tc.in); got != tc.want {
@@ -97,4 +107,42 @@ func BenchmarkMaskNumbersClean(b *testing.B) {
 	for b.Loop() {
 		MaskNumbers("delivery attempt evt_01JD3R6Q9W8ZK4T5N2M7XB0C1D HTTP 502")
 	}
+}
+
+// FuzzMaskNumbers: a phone number after a '+', written whole or in groups
+// with any of the separators people and URL encoders use, never survives
+// masking, whatever text stands around it (text without digits, so that
+// the number's are the only ones).
+func FuzzMaskNumbers(f *testing.F) {
+	f.Add("call me at ", " now", uint64(14155550123), uint8(0))
+	f.Add("note=", "&q=x", uint64(447946095812), uint8(5))
+	f.Fuzz(func(t *testing.T, prefix, suffix string, n uint64, style uint8) {
+		if strings.ContainsAny(prefix+suffix, "0123456789") {
+			return
+		}
+		digits := strconv.FormatUint(n%1e15, 10)
+		if len(digits) < 8 {
+			return
+		}
+		seps := []string{"", " ", "-", ".", "%20", "+", ") ", " ("}
+		sep := seps[int(style)%len(seps)]
+		plus := []string{"+", "%2B", "%2b"}[int(style/8)%3]
+		var num strings.Builder
+		for i := 0; i < len(digits); i += 3 {
+			if i > 0 {
+				num.WriteString(sep)
+			}
+			num.WriteString(digits[i:min(i+3, len(digits))])
+		}
+		out := MaskNumbers(prefix + plus + num.String() + suffix)
+		kept := strings.Map(func(r rune) rune {
+			if r >= '0' && r <= '9' {
+				return r
+			}
+			return -1
+		}, out)
+		if strings.Contains(kept, digits) {
+			t.Errorf("MaskNumbers(%q) = %q: the number %s survives", prefix+plus+num.String()+suffix, out, digits)
+		}
+	})
 }
