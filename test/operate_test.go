@@ -274,6 +274,11 @@ tenants:
 				t.Errorf("exit %d %q, want 2 naming SWITCHBOARD_ADMIN_TOKEN", code, errOut)
 			}
 		}, "", "tenants")
+		cli("limit out of range", func(t *testing.T, out, errOut string, code int) {
+			if code != 2 || !strings.Contains(errOut, "--limit must be from 1 to 10000") {
+				t.Errorf("exit %d %q, want 2 and the range", code, errOut)
+			}
+		}, operateRootToken, "dlq", "list", "--tenant", "acme", "--limit", "0")
 		cli("wrong token", func(t *testing.T, out, errOut string, code int) {
 			if code != 1 || !strings.Contains(errOut, "401") {
 				t.Errorf("exit %d %q, want 1 and 401", code, errOut)

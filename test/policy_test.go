@@ -183,6 +183,18 @@ tenants:
 	}
 }
 
+// TestMissingConfigIsUsage: every command that needs --config exits 2 (a
+// usage error, as README's exit codes have it) without it, saying so.
+func TestMissingConfigIsUsage(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"check"}, {"serve"}, {"dlq", "list", "--tenant", "acme"}} {
+		_, errOut, code := runCLI(t, args...)
+		if code != 2 || !strings.Contains(errOut, "--config is required") {
+			t.Errorf("%v: exit %d %q, want exit 2 and '--config is required'", args, code, errOut)
+		}
+	}
+}
+
 // TestRateLimitAcrossInstances: two gateways share one Redis; a
 // destination's rate (Redis scope, the default) holds in total. Held jobs
 // wait in Redis: no attempt is counted for them and nothing goes through

@@ -357,9 +357,15 @@ func adminDLQList(args []string, stdout, stderr io.Writer) int {
 	c := newAdminCmd(stdout, stderr)
 	fs := adminFlags(c, "dlq list", "dlq list --tenant T [--destination D] [--limit N] [--server URL] [--output json|table]", true, stderr)
 	dest := fs.String("destination", "", "only this `destination`")
-	limit := fs.Int("limit", 1000, "at most `N` entries, oldest first (at most 10000)")
+	limit := fs.Int("limit", 1000, "at most `N` entries, oldest first (1 to 10000)")
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
+	}
+	if *limit < 1 || *limit > 10000 {
+		// Unlike the local dlq list's, where 0 is every one: the API's
+		// answers are bounded.
+		fmt.Fprintln(stderr, "--limit must be from 1 to 10000")
+		return 2
 	}
 	if !c.ready(true) {
 		return 2

@@ -124,6 +124,12 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
 		fs.Usage()
 		return 2, false
 	}
+	// A missing --config is a usage error, exit code 2, in every command.
+	if f := fs.Lookup("config"); f != nil && f.Value.String() == "" {
+		fmt.Fprintln(fs.Output(), "--config is required")
+		fs.Usage()
+		return 2, false
+	}
 	return 0, true
 }
 
@@ -131,10 +137,6 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
 // gateway package sets policy.SourceCheck), printing every problem as
 // FILE:LINE: key.path: problem.
 func loadConfig(file string, stderr io.Writer) (*policy.Config, bool) {
-	if file == "" {
-		fmt.Fprintln(stderr, "--config is required")
-		return nil, false
-	}
 	cfg, err := policy.Load(file)
 	if err != nil {
 		var errs policy.Errors
