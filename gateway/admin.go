@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	switchboard "github.com/switchboard-gw/switchboard"
@@ -54,9 +55,29 @@ func newAdmin(s *Server) *admin {
 	a.mux.HandleFunc("GET /admin/v1/tenants/{tenant}/events/{id}", a.eventGet)
 	a.mux.HandleFunc("POST /admin/v1/tenants/{tenant}/recover", a.recover)
 	a.mux.HandleFunc("/admin/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := a.methodsFor(r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			adminError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here (allowed: "+strings.Join(allow, ", ")+")")
+			return
+		}
 		adminError(w, http.StatusNotFound, "no such admin endpoint")
 	})
 	return a
+}
+
+// methodsFor lists the methods an admin endpoint at r's path takes (none:
+// there is no such endpoint), for a 405 rather than a 404 when r's method
+// is the wrong one.
+func (a *admin) methodsFor(r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := a.mux.Handler(probe); pattern != "/admin/v1/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }
 
 // enabled reports whether any admin token is configured.

@@ -242,6 +242,10 @@ func TestAdminAPI(t *testing.T) {
 			{"", "GET", "/admin/v1/tenants/acme/stats", 401},
 			{"", "GET", "/admin/v1/nothing-here", 401},
 			{rootToken, "GET", "/admin/v1/nothing-here", 404},
+			// An endpoint asked with the wrong method: 405, not 404.
+			{rootToken, "PUT", "/admin/v1/tenants/acme/dlq", 405},
+			{rootToken, "GET", "/admin/v1/tenants/acme/recover", 405},
+			{rootToken, "POST", "/admin/v1/tenants/acme/nothing", 404},
 			{acmeToken, "GET", "/admin/v1/tenants/acme/stats", 200},
 			{acmeToken, "GET", "/admin/v1/tenants/globex/stats", 403},
 			{acmeToken, "GET", "/admin/v1/tenants/globex/dlq", 403},
@@ -258,6 +262,9 @@ func TestAdminAPI(t *testing.T) {
 			if code, b := f.do(t, tc.tok, tc.method, tc.path, nil); code != tc.want {
 				t.Errorf("%s %s with %q = %d %s, want %d", tc.method, tc.path, tc.tok, code, b, tc.want)
 			}
+		}
+		if _, b := f.do(t, rootToken, "PUT", "/admin/v1/tenants/acme/dlq", nil); !strings.Contains(string(b), "(allowed: GET, DELETE)") {
+			t.Errorf("405 body = %s, want it to name GET, DELETE", b)
 		}
 		var out struct {
 			Tenants []struct {
