@@ -183,14 +183,22 @@ tenants:
 	}
 }
 
-// TestMissingConfigIsUsage: every command that needs --config exits 2 (a
-// usage error, as README's exit codes have it) without it, saying so.
-func TestMissingConfigIsUsage(t *testing.T) {
+// TestUsageErrors: a missing --config, or a flag value out of range, is a
+// usage error: exit 2 (README's exit codes), saying what is wrong.
+func TestUsageErrors(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"check"}, {"serve"}, {"dlq", "list", "--tenant", "acme"}} {
-		_, errOut, code := runCLI(t, args...)
-		if code != 2 || !strings.Contains(errOut, "--config is required") {
-			t.Errorf("%v: exit %d %q, want exit 2 and '--config is required'", args, code, errOut)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check"}, "--config is required"},
+		{[]string{"serve"}, "--config is required"},
+		{[]string{"dlq", "list", "--tenant", "acme"}, "--config is required"},
+		{[]string{"sink", "--secret", demoSecret, "--status", "99"}, "--status 99 is not an HTTP status code"},
+	} {
+		_, errOut, code := runCLI(t, c.args...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d %q, want exit 2 and %q", c.args, code, errOut, c.want)
 		}
 	}
 }

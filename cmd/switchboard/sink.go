@@ -28,6 +28,10 @@ func cmdSink(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "--secret is required")
 		return 2
 	}
+	if *status < 200 || *status > 599 {
+		fmt.Fprintf(stderr, "--status %d is not an HTTP status code a delivery can get (200 to 599)\n", *status)
+		return 2
+	}
 	var keys [][]byte
 	for _, s := range secrets {
 		k, err := webhook.ParseSecret(s)
