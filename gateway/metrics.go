@@ -35,6 +35,16 @@ type metrics struct {
 	rateLimitWait *prometheus.CounterVec
 	unroutedTotal *prometheus.CounterVec
 	multipart     *prometheus.CounterVec
+	// perTenant: every vector above, for forgetTenant.
+	perTenant []*prometheus.MetricVec
+}
+
+// forgetTenant drops a removed tenant's series: a reload that removes it
+// ends them, rather than leaving them exported unchanged for ever.
+func (m *metrics) forgetTenant(tid string) {
+	for _, v := range m.perTenant {
+		v.DeletePartialMatch(prometheus.Labels{"tenant": tid})
+	}
 }
 
 // newMetrics registers every collector; queue numbers (depths, ages,
@@ -44,11 +54,13 @@ func newMetrics(s *Server) *metrics {
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 		m.reg.MustRegister(c)
+		m.perTenant = append(m.perTenant, c.MetricVec)
 		return c
 	}
 	histogram := func(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 		m.reg.MustRegister(h)
+		m.perTenant = append(m.perTenant, h.MetricVec)
 		return h
 	}
 	m.ingress = counter("switchboard_ingress_requests_total",

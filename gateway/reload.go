@@ -122,6 +122,7 @@ func (s *Server) Reload(cfg *policy.Config) error {
 		}
 		delete(s.workers, tid)
 		delete(s.cancels, tid)
+		s.metrics.forgetTenant(tid)
 	}
 	s.log.Info("configuration reloaded", changes(old, cfg)...)
 	switch on := adminEnabled(cfg); {

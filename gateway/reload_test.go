@@ -225,6 +225,9 @@ func TestReload(t *testing.T) {
 	if !strings.Contains(string(metrics), `switchboard_unrouted_events_total{source="tw2",tenant="acme"} 1`) {
 		t.Errorf("/metrics does not count the unrouted event:\n%s", grepLines(string(metrics), "unrouted"))
 	}
+	if !strings.Contains(string(metrics), `tenant="globex"`) {
+		t.Errorf("/metrics has no series of tenant globex, which had a callback:\n%s", grepLines(string(metrics), "ingress"))
+	}
 
 	// Removing a tenant stops its worker and its ingress.
 	writeConfig(t, s.file, serverConfig(rs.URL(), v1))
@@ -236,6 +239,15 @@ func TestReload(t *testing.T) {
 	}
 	if s.worker("globex") != nil {
 		t.Error("the removed tenant still has a worker")
+	}
+	resp, err = http.Get("http://" + s.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if l := grepLines(string(metrics), `tenant="globex"`); l != "" {
+		t.Errorf("/metrics still has the removed tenant's series:\n%s", l)
 	}
 	if !strings.Contains(s.log.String(), `"removed":["acme/sources.tw2","globex"]`) {
 		t.Errorf("the reload log does not list what was removed:\n%s", grepLines(s.log.String(), "reloaded"))
