@@ -104,13 +104,14 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, log(), http.StatusBadRequest, "cannot parse callback", err)
 		return
 	}
-	// A nonce is checked now but recorded only once the events are stored:
-	// a callback refused with 503 must still be accepted when the carrier
-	// retries it with the same nonce.
+	// A nonce is claimed now and recorded only once the events are stored:
+	// a concurrent request with the same nonce is refused, and a callback
+	// refused with 503 gives its claim back, so that the carrier's retry
+	// with the same nonce is accepted.
 	nonceKey := ""
 	if proof.Nonce != "" {
 		nonceKey = sid + ":" + proof.Nonce
-		seen, err := g.nonceSeen(r.Context(), tid, nonceKey) // spool.go
+		seen, claimed, err := g.claimNonce(r.Context(), tid, nonceKey) // spool.go
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable", err)
@@ -120,6 +121,15 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			g.metrics.verificationFailed(tid, sid, errors.New("replayed nonce"))
 			g.fail(w, log(), http.StatusUnauthorized, "verification failed", errors.New("replayed nonce"))
 			return
+		}
+		if claimed {
+			defer func() {
+				if nonceKey != "" { // not recorded: give the claim back
+					if err := g.store.Unclaim(context.WithoutCancel(r.Context()), tid, nonceKey); err != nil {
+						log().Warn("giving back a nonce claim failed; it lapses by itself", "err", err.Error())
+					}
+				}
+			}()
 		}
 	}
 
@@ -227,12 +237,16 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 			g.metrics.joined(tid, sid, true)
 		}
 	}
-	if nonceKey != "" && !spooled {
+	if nonceKey != "" {
 		// The events are stored; a failure here only weakens replay
-		// protection (dedup still drops a replayed callback's events).
-		if _, err := g.store.Remember(r.Context(), tid, nonceKey, proof.TTL); err != nil {
-			log().Warn("recording nonce failed", "err", err.Error())
+		// protection (dedup still drops a replayed callback's events). A
+		// spooled callback's nonce is in the journal, recorded when drained.
+		if !spooled {
+			if err := g.store.Confirm(r.Context(), tid, nonceKey, proof.TTL); err != nil {
+				log().Warn("recording nonce failed", "err", err.Error())
+			}
 		}
+		nonceKey = "" // recorded (or the journal holds it): the claim stays
 	}
 	dups := 0
 	ids := make([]string, 0, len(entries))

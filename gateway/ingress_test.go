@@ -335,6 +335,36 @@ func TestNonceRecordedOnlyOnceStored(t *testing.T) {
 	}
 }
 
+// TestNonceConcurrentReplays: requests with one nonce sent at once are
+// not all taken for new: one is stored, the others are replays (401). The
+// nonce is claimed before the events are stored, not only recorded after.
+func TestNonceConcurrentReplays(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"`)
+	send := replayable(t, carrier.Config{Carrier: "sinch", Secret: "sinch-secret"}, f.srv.URL+"/hooks/acme/sn")
+	const n = 16
+	codes := make(chan int, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			codes <- send()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(codes)
+	got := map[int]int{}
+	for c := range codes {
+		got[c]++
+	}
+	if got[http.StatusOK] != 1 || got[http.StatusUnauthorized] != n-1 {
+		t.Errorf("answers = %v, want one 200 and %d 401s", got, n-1)
+	}
+}
+
 // A refused GET callback's log line names the URL that was verified, its
 // query in the order sent, without the message text, URL tokens or full
 // phone numbers — in the url attribute and in the verifier's error alike.

@@ -253,30 +253,40 @@ func (sp *spool) pending() bool {
 	return sp.size > 0
 }
 
-// nonceSeen reports whether nonce was seen before for tenant tid: Redis's
-// answer (Store.Recorded) or, with a spool, the journal's too — a nonce a
-// spooled callback holds was seen. While Redis is unreachable (an enqueue
-// or the drainer found it so) the journal answers alone, without error and
-// without asking Redis, so callbacks do not wait out a dial timeout each.
-func (g *Gateway) nonceSeen(ctx context.Context, tid, nonce string) (bool, error) {
+// nonceHold is how long a nonce is claimed while its callback is stored:
+// long enough for the store (milliseconds), short enough that a carrier's
+// retry after a crash in between finds it lapsed (the fastest first
+// retries, Vonage's and Sinch's, come after about 5 s).
+const nonceHold = 2 * time.Second
+
+// claimNonce checks nonce for tenant tid and claims it while the callback
+// is stored (Store.Claim), so that concurrent requests with one nonce
+// cannot all pass: seen means a replay (recorded, claimed, or, with a
+// spool, held by a spooled callback). claimed says whether a claim was
+// taken: then the caller must Confirm or Unclaim it. While Redis is
+// unreachable (an enqueue or the drainer found it so) the journal answers
+// alone, without error, without a claim and without asking Redis, so
+// callbacks do not wait out a dial timeout each.
+func (g *Gateway) claimNonce(ctx context.Context, tid, nonce string) (seen, claimed bool, err error) {
 	sp := g.spool
 	if sp == nil {
-		return g.store.Recorded(ctx, tid, nonce)
+		ok, err := g.store.Claim(ctx, tid, nonce, nonceHold)
+		return !ok && err == nil, ok, err
 	}
 	sp.mu.Lock()
 	held := sp.nonces[tid+"\x00"+nonce] > 0
 	sp.mu.Unlock()
 	if held {
-		return true, nil
+		return true, false, nil
 	}
 	if sp.down.Load() {
-		return false, nil
+		return false, false, nil
 	}
-	seen, err := g.store.Recorded(ctx, tid, nonce)
+	ok, err := g.store.Claim(ctx, tid, nonce, nonceHold)
 	if errors.Is(err, switchboard.ErrUnavailable) {
-		return false, nil
+		return false, false, nil
 	}
-	return seen, err
+	return !ok && err == nil, ok, err
 }
 
 // replay gives fn every record not yet drained, in journal order, and
