@@ -33,9 +33,12 @@ type Plivo struct {
 }
 
 // plivoNonceTTL is how long a Plivo nonce is remembered. Nothing in a
-// Plivo request is timestamped, so it cannot be tied to a window; a day
-// covers Plivo's retries.
-const plivoNonceTTL = 24 * time.Hour
+// Plivo request is timestamped, so a signature never expires, and a V2
+// signature does not cover the body: a captured signature and nonce could
+// carry another body once the nonce is forgotten. A day would cover
+// Plivo's retries; a week keeps such a replay out for that long, at one
+// small key per callback.
+const plivoNonceTTL = 7 * 24 * time.Hour
 
 func newPlivo(cfg Config) (Carrier, error) {
 	if cfg.Secret == "" {
