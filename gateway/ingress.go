@@ -312,13 +312,12 @@ func (g *Gateway) fail(w http.ResponseWriter, log *slog.Logger, code int, msg st
 
 // publicURL rebuilds the URL the carrier called, for URL-signed schemes:
 // server.public_base_url + the request URI as sent when set; otherwise the
-// scheme and host from trusted proxies' X-Forwarded-Proto/Host, else from
-// the request itself. The path and query are never re-encoded.
+// scheme, host and port from trusted proxies' X-Forwarded-Proto, -Host and
+// -Port, else from the request itself. The scheme's default port is left
+// out (a proxy's "Host: h:443" is the https://h/ the carrier was given).
+// The path and query are never re-encoded.
 func (rt *routing) publicURL(r *http.Request) string {
-	uri := r.RequestURI
-	if uri == "" {
-		uri = r.URL.RequestURI()
-	}
+	uri := requestPath(r)
 	if base := rt.cfg.Server.PublicBaseURL; base != "" {
 		return base + uri
 	}
@@ -333,8 +332,60 @@ func (rt *routing) publicURL(r *http.Request) string {
 		if h := firstValue(r.Header.Get("X-Forwarded-Host")); h != "" {
 			host = h
 		}
+		if p := firstValue(r.Header.Get("X-Forwarded-Port")); p != "" && !hasPort(host) && allDigits(p) {
+			host += ":" + p
+		}
 	}
-	return scheme + "://" + host + uri
+	return scheme + "://" + withoutDefaultPort(scheme, host) + uri
+}
+
+// withoutDefaultPort is host without the port when it is scheme's default.
+func withoutDefaultPort(scheme, host string) string {
+	def := map[string]string{"http": "80", "https": "443"}[scheme]
+	if h, p, err := net.SplitHostPort(host); err == nil && p == def {
+		if strings.Contains(h, ":") {
+			return "[" + h + "]"
+		}
+		return h
+	}
+	return host
+}
+
+// requestPath is the path and query of r exactly as sent. A request line
+// in absolute form ("POST http://h/p?q HTTP/1.1", RFC 9112 3.2.2) gives
+// them after its scheme and authority.
+func requestPath(r *http.Request) string {
+	uri := r.RequestURI
+	if uri == "" {
+		return r.URL.RequestURI()
+	}
+	if _, rest, ok := strings.Cut(uri, "://"); ok && !strings.HasPrefix(uri, "/") {
+		if i := strings.IndexAny(rest, "/?"); i < 0 {
+			uri = "/"
+		} else if rest[i] == '?' {
+			uri = "/" + rest[i:]
+		} else {
+			uri = rest[i:]
+		}
+	}
+	return uri
+}
+
+// hasPort reports whether host ("h", "h:p", "[v6]", "[v6]:p") names a port.
+func hasPort(host string) bool {
+	if strings.HasPrefix(host, "[") {
+		return strings.Contains(host, "]:")
+	}
+	return strings.Contains(host, ":")
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func firstValue(v string) string {

@@ -273,6 +273,78 @@ func TestPublicBaseURL(t *testing.T) {
 	}
 }
 
+// TestPublicURL: the URL a URL-signed carrier signed, rebuilt from the
+// request: forwarded scheme, host and port only from trusted proxies, the
+// scheme's default port left out, the path and query as sent, also from a
+// request line in absolute form.
+func TestPublicURL(t *testing.T) {
+	rt := &routing{cfg: &policy.Config{}, trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	for _, c := range []struct {
+		name, peer, host, uri string
+		hdr                   map[string]string
+		want                  string
+	}{
+		{"direct", "203.0.113.5:1234", "gw.example.com", "/hooks/a/b?x=%2F", nil, "http://gw.example.com/hooks/a/b?x=%2F"},
+		{"direct, default port", "203.0.113.5:1234", "gw.example.com:80", "/h", nil, "http://gw.example.com/h"},
+		{"direct, other port", "203.0.113.5:1234", "gw.example.com:8080", "/h", nil, "http://gw.example.com:8080/h"},
+		{"untrusted forwarding ignored", "203.0.113.5:1234", "gw", "/h",
+			map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example.com", "X-Forwarded-Port": "8443"}, "http://gw/h"},
+		{"trusted proto and host", "10.1.2.3:1234", "internal:8080", "/h",
+			map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}, "https://hooks.example.com/h"},
+		{"trusted port", "10.1.2.3:1234", "hooks.example.com", "/h",
+			map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Port": "8443"}, "https://hooks.example.com:8443/h"},
+		{"trusted default port", "10.1.2.3:1234", "hooks.example.com", "/h",
+			map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Port": "443"}, "https://hooks.example.com/h"},
+		{"host with its port wins over X-Forwarded-Port", "10.1.2.3:1234", "internal", "/h",
+			map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com:9443", "X-Forwarded-Port": "8443"}, "https://hooks.example.com:9443/h"},
+		{"proxy's $host:$server_port", "10.1.2.3:1234", "hooks.example.com:443", "/h",
+			map[string]string{"X-Forwarded-Proto": "https"}, "https://hooks.example.com/h"},
+		{"bad port ignored", "10.1.2.3:1234", "hooks.example.com", "/h",
+			map[string]string{"X-Forwarded-Port": "80x"}, "http://hooks.example.com/h"},
+		{"IPv6 default port", "10.1.2.3:1234", "[2001:db8::1]:80", "/h", nil, "http://[2001:db8::1]/h"},
+		{"absolute form", "203.0.113.5:1234", "gw.example.com", "http://gw.example.com/hooks/a/b?x=1", nil, "http://gw.example.com/hooks/a/b?x=1"},
+		{"absolute form, query only", "203.0.113.5:1234", "gw.example.com", "http://gw.example.com?x=1", nil, "http://gw.example.com/?x=1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "http://placeholder/", nil)
+			r.RemoteAddr, r.Host, r.RequestURI = c.peer, c.host, c.uri
+			for k, v := range c.hdr {
+				r.Header.Set(k, v)
+			}
+			if got := rt.publicURL(r); got != c.want {
+				t.Errorf("publicURL = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestAbsoluteFormRequest: a callback whose request line carries the full
+// URL verifies against that URL.
+func TestAbsoluteFormRequest(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"`)
+	self := f.srv.URL + "/hooks/acme/tw"
+	form := inboundForm("SM1")
+	req, _ := http.NewRequest(http.MethodPost, self, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", carrier.TwilioSignature(token, self, form))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := req.WriteProxy(conn); err != nil { // the request line in absolute form
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("absolute-form request: %d, want 200", resp.StatusCode)
+	}
+}
+
 func TestTrustedProxies(t *testing.T) {
 	f := mustGateway(t, `  listen: ":0"
   trusted_proxies: ["127.0.0.0/8"]`)
