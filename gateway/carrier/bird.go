@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,7 +53,7 @@ func (c *Bird) Verify(r *Request) (Proof, error) {
 		return Proof{}, badSignature("bird", "messagebird-request-timestamp is not Unix seconds")
 	}
 	u := stripFragment(r.URL)
-	if !equalBase64(sig, c.mac(tsText, u, r.Body)) {
+	if !slices.ContainsFunc(urlCandidates(u), func(cand string) bool { return equalBase64(sig, c.mac(tsText, cand, r.Body)) }) {
 		return Proof{}, badSignature("bird", "signature does not match URL %q: the subscription URL must be exactly the public URL the gateway sees, and the secret its signingKey", u)
 	}
 	return Proof{}, checkWindow("bird", "messagebird-request-timestamp", ts, now(r), c.window)

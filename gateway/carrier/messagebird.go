@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,8 +83,10 @@ func (c *MessageBird) Verify(r *Request) (Proof, error) {
 		return Proof{}, badSignature("messagebird", "token has no jti")
 	}
 	u := stripFragment(r.URL)
-	urlSum := sha256.Sum256([]byte(u))
-	if !equalHex(claims.URLHash, urlSum[:]) {
+	if !slices.ContainsFunc(urlCandidates(u), func(cand string) bool {
+		sum := sha256.Sum256([]byte(cand))
+		return equalHex(claims.URLHash, sum[:])
+	}) {
 		return Proof{}, badSignature("messagebird", "token url_hash does not match URL %q: the URL configured at MessageBird must be the public URL the gateway sees", u)
 	}
 	switch body := sha256.Sum256(r.Body); {

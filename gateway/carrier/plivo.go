@@ -60,34 +60,38 @@ func (c *Plivo) Verify(r *Request) (Proof, error) {
 	if nonce == "" || sigs == "," {
 		return Proof{}, badSignature("plivo", "missing X-Plivo-Signature-V2 (or -V3) and nonce headers")
 	}
-	u, err := url.Parse(stripFragment(r.URL))
-	if err != nil {
-		return Proof{}, badSignature("plivo", "request URL cannot be parsed")
-	}
-	var signed string
-	if version == "V2" {
-		signed = u.Scheme + "://" + u.Host + u.Path + nonce
-	} else {
-		// The SDKs' params are the POST body, or for GET the decoded query
-		// (which then overrides the raw query pairs).
-		src := string(r.Body)
-		if isGet(r) {
-			src = u.RawQuery
+	var u *url.URL
+	for _, cand := range urlCandidates(stripFragment(r.URL)) {
+		var err error
+		if u, err = url.Parse(cand); err != nil {
+			return Proof{}, badSignature("plivo", "request URL cannot be parsed")
 		}
-		vs, err := url.ParseQuery(src)
-		if err != nil {
-			return Proof{}, badSignature("plivo", "parameters are not a valid form, so their V3 signature cannot be computed")
+		var signed string
+		if version == "V2" {
+			signed = u.Scheme + "://" + u.Host + u.Path + nonce
+		} else {
+			// The SDKs' params are the POST body, or for GET the decoded
+			// query (which then overrides the raw query pairs).
+			src := string(r.Body)
+			if isGet(r) {
+				src = u.RawQuery
+			}
+			vs, err := url.ParseQuery(src)
+			if err != nil {
+				return Proof{}, badSignature("plivo", "parameters are not a valid form, so their V3 signature cannot be computed")
+			}
+			signed = plivoV3String(u, r.Method, firstValues(vs), nonce)
 		}
-		signed = plivoV3String(u, r.Method, firstValues(vs), nonce)
-	}
-	m := hmac.New(sha256.New, c.token)
-	m.Write([]byte(signed))
-	mac := m.Sum(nil)
-	for sig := range strings.SplitSeq(sigs, ",") {
-		if equalBase64(strings.TrimSpace(sig), mac) {
-			return Proof{Nonce: nonce, TTL: plivoNonceTTL}, nil
+		m := hmac.New(sha256.New, c.token)
+		m.Write([]byte(signed))
+		mac := m.Sum(nil)
+		for sig := range strings.SplitSeq(sigs, ",") {
+			if equalBase64(strings.TrimSpace(sig), mac) {
+				return Proof{Nonce: nonce, TTL: plivoNonceTTL}, nil
+			}
 		}
 	}
+	u, _ = url.Parse(stripFragment(r.URL))
 	return Proof{}, badSignature("plivo", "%s signature does not match URL %q and the Auth Token", version, u.Scheme+"://"+u.Host+u.Path)
 }
 

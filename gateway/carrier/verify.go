@@ -157,6 +157,36 @@ func rawQuery(r *Request) string {
 
 // stripFragment removes a "#…" suffix, which carriers never send but which
 // an operator may paste from a carrier's console.
+// urlCandidates are the URLs a carrier may have signed for a request to u:
+// u, and u with its scheme's default port written out when it names no
+// port (or left out when it names it). A carrier signs the URL as it was
+// configured, and "https://h:443/p" and "https://h/p" are the same
+// endpoint; the gateway rebuilds the second (Twilio's own variants rule is
+// twilioURLs).
+func urlCandidates(u string) []string {
+	withPort, withoutPort := twilioURLs(u)
+	switch {
+	case withPort != u: // no port: add the default one
+		return []string{u, withPort}
+	case strings.HasSuffix(hostPart(u), ":443") && strings.HasPrefix(strings.ToLower(u), "https://"),
+		strings.HasSuffix(hostPart(u), ":80") && strings.HasPrefix(strings.ToLower(u), "http://"):
+		return []string{u, withoutPort}
+	}
+	return []string{u}
+}
+
+// hostPart is the authority of URL u ("h:p" in "s://h:p/x?y").
+func hostPart(u string) string {
+	_, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return ""
+	}
+	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+		rest = rest[:end]
+	}
+	return rest
+}
+
 func stripFragment(u string) string {
 	for i := 0; i < len(u); i++ {
 		if u[i] == '#' {
