@@ -190,7 +190,13 @@ func (c *Telnyx) Parse(r *Request) ([]switchboard.Event, error) {
 		}
 		e := switchboard.EventData{
 			MessageID: p.ID, From: E164(p.From.PhoneNumber), To: E164(to.PhoneNumber), Segments: p.Parts,
-			Status: status, CarrierStatus: to.Status, OccurredAt: occurred, Error: failure,
+			Status: status, CarrierStatus: to.Status, OccurredAt: occurred,
+		}
+		// The errors are the message's; a recipient it reached has none
+		// (recipients of one message can finalize differently).
+		if status != switchboard.StatusDelivered && status != switchboard.StatusSent && status != switchboard.StatusQueued &&
+			status != switchboard.StatusAccepted && status != switchboard.StatusRead {
+			e.Error = failure
 		}
 		events = append(events, switchboard.Event{Type: switchboard.TypeStatus, Data: e})
 	}
