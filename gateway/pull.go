@@ -413,6 +413,9 @@ func pullWait(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		n, nerr := strconv.Atoi(s)
+		if nerr == nil && (n < 0 || n > int(pullMaxWait/time.Second)) {
+			nerr = errors.New("out of range") // before it could overflow a Duration
+		}
 		d, err = time.Duration(n)*time.Second, nerr
 	}
 	if err != nil || d < 0 || d > pullMaxWait {

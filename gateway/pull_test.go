@@ -137,7 +137,7 @@ func TestPullRefusesAlike(t *testing.T) {
 	if code, _, _ := f.do(t, "POST", "/v1/pull/acme/inbox/ack", "wrong", map[string]any{"receipts": []string{}}); code != http.StatusUnauthorized {
 		t.Errorf("ack with a wrong token = %d, want 401", code)
 	}
-	for _, q := range []string{"?max=0", "?max=101", "?max=x", "?wait=31s", "?wait=-1s", "?wait=soon"} {
+	for _, q := range []string{"?max=0", "?max=101", "?max=x", "?wait=31s", "?wait=-1s", "?wait=soon", "?wait=18446744074", "?wait=9223372037"} {
 		if code, body, _ := f.do(t, "GET", "/v1/pull/acme/inbox"+q, pullToken, nil); code != http.StatusBadRequest {
 			t.Errorf("GET %s = %d %s, want 400", q, code, body)
 		}

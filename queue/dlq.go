@@ -2,8 +2,8 @@ package queue
 
 import (
 	"context"
-	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -103,9 +103,18 @@ func (s *Store) DLQPurge(ctx context.Context, tenant, dest string, ids []string,
 	return s.dlqAct(ctx, "purge", tenant, dest, ids, all, time.Now())
 }
 
-// streamID matches a complete stream entry id; others cannot name a dead
-// letter and would make XRANGE fail.
-var streamID = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+// validStreamID reports whether id is a complete stream entry id, "<ms>-<seq>"
+// with both parts unsigned 64-bit numbers; others cannot name an entry and
+// would make XRANGE (or XACK) fail.
+func validStreamID(id string) bool {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok || ms == "" || seq == "" || ms[0] == '+' || seq[0] == '+' {
+		return false
+	}
+	_, err1 := strconv.ParseUint(ms, 10, 64)
+	_, err2 := strconv.ParseUint(seq, 10, 64)
+	return err1 == nil && err2 == nil
+}
 
 func (s *Store) dlqAct(ctx context.Context, mode, tenant, dest string, ids []string, all bool, now time.Time) (int, error) {
 	keys := []string{dlqKey(tenant), countsKey(tenant)}
@@ -118,7 +127,7 @@ func (s *Store) dlqAct(ctx context.Context, mode, tenant, dest string, ids []str
 			ids = ids[len(batch):]
 			args := append([]any(nil), head...)
 			for _, id := range batch {
-				if streamID.MatchString(id) {
+				if validStreamID(id) {
 					args = append(args, id)
 				}
 			}

@@ -396,7 +396,7 @@ func ParseReceipt(s string) (r Receipt, ok bool) {
 	if len(parts) != 2 && len(parts) != 4 {
 		return r, false
 	}
-	if !streamID.MatchString(parts[0]) {
+	if !validStreamID(parts[0]) {
 		return r, false
 	}
 	n, err := strconv.Atoi(parts[1])

@@ -234,7 +234,9 @@ func TestReceipt(t *testing.T) {
 			t.Errorf("ParseReceipt(%q) = %+v, %v", s, r, ok)
 		}
 	}
-	for _, s := range []string{"", "x", "1-1", "1-1.0", "1-1.-1", "1-1.1.ABC.1", "1-1.1.abc", "1-1.1.abc.-1", "a-1.1", "1-1.1.abc.1.2"} {
+	for _, s := range []string{"", "x", "1-1", "1-1.0", "1-1.-1", "1-1.1.ABC.1", "1-1.1.abc", "1-1.1.abc.-1", "a-1.1", "1-1.1.abc.1.2",
+		// Parts beyond 64 bits: no entry has such an id, and XACK would fail on it.
+		"18446744073709551616-0.1", "1-18446744073709551616.1", "+1-1.1"} {
 		if r, ok := ParseReceipt(s); ok {
 			t.Errorf("ParseReceipt(%q) = %+v, want not a receipt", s, r)
 		}
