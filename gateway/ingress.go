@@ -470,14 +470,19 @@ func redactURL(s string) string {
 	query, frag, hasFrag := strings.Cut(query, "#")
 	parts := strings.Split(query, "&")
 	for i, p := range parts {
-		k, _, hasValue := strings.Cut(p, "=")
-		name, err := url.QueryUnescape(k)
-		if err != nil {
-			name = k
+		// ';' separates pairs too for some parsers: each is redacted.
+		sub := strings.Split(p, ";")
+		for j, p := range sub {
+			k, _, hasValue := strings.Cut(p, "=")
+			name, err := url.QueryUnescape(k)
+			if err != nil {
+				name = k
+			}
+			if hasValue && redactParam(strings.ToLower(name)) {
+				sub[j] = k + "=REDACTED"
+			}
 		}
-		if hasValue && redactParam(strings.ToLower(name)) {
-			parts[i] = k + "=REDACTED"
-		}
+		parts[i] = strings.Join(sub, ";")
 	}
 	out := base + "?" + strings.Join(parts, "&")
 	if hasFrag {

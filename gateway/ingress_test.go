@@ -510,6 +510,8 @@ func TestRedactURL(t *testing.T) {
 		"https://h/x?auth=s3cr3t&pass=hunter2&pwd=x&id=7": "https://h/x?auth=REDACTED&pass=REDACTED&pwd=REDACTED&id=7",
 		"https://h/x?type=binary&data=00ff&udh=0500&n=1":  "https://h/x?type=binary&data=REDACTED&udh=REDACTED&n=1",
 		"https://h/hooks/a/b":                             "https://h/hooks/a/b",
+		// ';' separates pairs for some parsers: a token after one is kept out too.
+		"https://h/x?x=1;token=s3cr3t&b=2;Body=hi": "https://h/x?x=1;token=REDACTED&b=2;Body=REDACTED",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%s) = %s, want %s", in, got, want)

@@ -48,8 +48,11 @@ func (c *AfricasTalking) Verify(r *Request) (Proof, error) {
 			return Proof{}, badSignature("africastalking", "peer %s is not in allowed_ips", r.Remote)
 		}
 	}
-	q, err := url.ParseQuery(rawQuery(r))
-	if err != nil || q.Get("token") == "" {
+	q, err := url.ParseQuery(rawQuery(r)) // q keeps the pairs it could read
+	if q.Get("token") == "" {
+		if err != nil {
+			return Proof{}, badSignature("africastalking", "no token parameter in the callback URL (its query is malformed: %v)", err)
+		}
 		return Proof{}, badSignature("africastalking", "no token parameter in the callback URL")
 	}
 	if !equalString(q.Get("token"), c.token) {

@@ -45,6 +45,16 @@ func TestAfricasTalkingAllowedIPs(t *testing.T) {
 	if _, err := c.Verify(s); err == nil || strings.Contains(err.Error(), "SECRE") {
 		t.Errorf("wrong token from an allowed peer: %v", err)
 	}
+	// The right token beside a malformed part of the query still verifies;
+	// a malformed query without it says both.
+	s.RawQuery = "x=%zz&token=REPLACE_WITH_LONG_RANDOM_SECRET"
+	if _, err := c.Verify(s); err != nil {
+		t.Errorf("right token beside a malformed pair: %v", err)
+	}
+	s.RawQuery = "x=%zz"
+	if _, err := c.Verify(s); err == nil || !strings.Contains(err.Error(), "no token parameter") || !strings.Contains(err.Error(), "malformed") {
+		t.Errorf("malformed query without a token: %v", err)
+	}
 	if _, err := New(Config{Carrier: "africastalking", URLToken: "short"}); err == nil {
 		t.Error("a short url_token is accepted")
 	}
