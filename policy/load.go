@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
@@ -157,6 +158,9 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if len(errs) > 0 {
 		hideExpanded(errs, env)
+		for i := range errs { // after hideExpanded, so that no cut hides a secret from it
+			errs[i].Msg = cutMsg(errs[i].Msg)
+		}
 		sort.SliceStable(errs, func(i, j int) bool {
 			if errs[i].File != errs[j].File {
 				return errs[i].File < errs[j].File
@@ -167,6 +171,22 @@ func LoadEnv(file string, lookup func(string) (string, bool)) (*Config, error) {
 	}
 	cfg.lines = lines
 	return &cfg, nil
+}
+
+// maxMsg bounds an error message: one that quotes a value of megabytes
+// (a pasted file, say) would bury the others.
+const maxMsg = 300
+
+// cutMsg is msg cut to maxMsg bytes (at a rune boundary), saying so.
+func cutMsg(msg string) string {
+	if len(msg) <= maxMsg {
+		return msg
+	}
+	cut := maxMsg
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + fmt.Sprintf("… (%d more bytes)", len(msg)-cut)
 }
 
 func parseYAML(file string, src []byte, errs *Errors) (*yaml.Node, bool) {

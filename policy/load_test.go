@@ -593,3 +593,13 @@ tenants:
 		t.Errorf("the inherited default is reported again at crm:\n%s", got)
 	}
 }
+
+// TestLongValueCut: an error quoting a huge value is cut, saying how much
+// was left out, so that it does not bury the other errors.
+func TestLongValueCut(t *testing.T) {
+	_, errs := loadErrors(t, "server:\n  listen: \""+strings.Repeat("x", 5000)+"\"\n", nil)
+	got := errs.Error()
+	if len(got) > 1000 || !strings.Contains(got, "more bytes)") || !strings.Contains(got, "server.listen") {
+		t.Errorf("error of %d bytes: %.400s", len(got), got)
+	}
+}

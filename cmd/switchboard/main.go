@@ -164,6 +164,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	t, s, d, r := cfg.Counts()
 	fmt.Fprintf(stdout, "%s: ok: %d tenants, %d sources, %d destinations, %d routes\n", *file, t, s, d, r)
+	if t == 0 {
+		fmt.Fprintf(stderr, "%s: note: no tenant is configured, so a gateway serving it takes no callback (is this the right file?)\n", *file)
+	}
 	return 0
 }
 
