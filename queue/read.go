@@ -190,9 +190,9 @@ func (s *Store) Reclaim(ctx context.Context, tenant, consumer string, dests []st
 	if count <= 0 {
 		count = 100
 	}
-	keys := make([]string, len(dests))
+	keys := make([]string, 2*len(dests))
 	for i, d := range dests {
-		keys[i] = streamKey(tenant, d)
+		keys[i], keys[len(dests)+i] = streamKey(tenant, d), holdKey(tenant, d)
 	}
 	res, err := reclaimScript.Run(ctx, s.rdb, keys, consumer, minIdle.Milliseconds(), count).Slice()
 	if err != nil {

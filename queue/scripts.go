@@ -251,8 +251,9 @@ return {#due, tonumber(nx[2])}
 
 // reclaimScript claims jobs pending longer than min-idle, oldest first.
 //
-// KEYS: the destination streams. ARGV[1] consumer, ARGV[2] min idle ms,
-// ARGV[3] count (over all streams).
+// KEYS: the destination streams, then as many hold hashes (ordered.go), in
+// the same order. ARGV[1] consumer, ARGV[2] min idle ms, ARGV[3] count
+// (over all streams).
 //
 // XPENDING + XCLAIM rather than XAUTOCLAIM: the embedded store's XAUTOCLAIM
 // neither reports nor drops pending entries whose stream entry was deleted.
@@ -264,13 +265,28 @@ return {#due, tonumber(nx[2])}
 // attempt whose outcome was never recorded: the instance making it
 // stopped. The entries returned count those in their attempts field ('a'),
 // so that max_attempts counts them too; the stored entry is unchanged, and
-// its delivery counter keeps the count for a later claim.
+// its delivery counter keeps the count for a later claim. A job an ordered
+// destination held in place (it was ordered until a reload) counts the
+// attempts of its hold record instead, with its last error, and the record
+// goes.
 //
 // Returns {key, entries, key, entries, ...} for streams with claimed jobs.
 var reclaimScript = redis.NewScript(`
 local out = {}
 local left = tonumber(ARGV[3])
-for _, key in ipairs(KEYS) do
+local n = #KEYS / 2
+local function set(f, name, value)
+  for i = 1, #f, 2 do
+    if f[i] == name then
+      f[i + 1] = value
+      return
+    end
+  end
+  f[#f + 1] = name
+  f[#f + 1] = value
+end
+for k = 1, n do
+  local key, holds = KEYS[k], KEYS[n + k]
   if left <= 0 then break end
   local p = redis.pcall('XPENDING', key, 'sb', 'IDLE', ARGV[2], '-', '+', left)
   if type(p) == 'table' and p.err == nil and #p > 0 then
@@ -284,16 +300,20 @@ for _, key in ipairs(KEYS) do
     for _, e in ipairs(claimed) do
       if e and e[1] then
         got[e[1]] = true
-        local f, seen = e[2], false
-        for i = 1, #f, 2 do
-          if f[i] == 'a' then
-            f[i + 1] = tostring((tonumber(f[i + 1]) or 0) + lost[e[1]])
-            seen = true
+        local f = e[2]
+        local hold = redis.call('HGET', holds, e[1])
+        if hold then
+          local a, rest = string.match(hold, '^([^|]*)|(.*)$')
+          local err = string.match(rest or '', '^[^|]*|(.*)$')
+          set(f, 'a', a or '0')
+          if err and err ~= '' then set(f, 'e', err) end
+          redis.call('HDEL', holds, e[1])
+        else
+          local a = 0
+          for i = 1, #f, 2 do
+            if f[i] == 'a' then a = tonumber(f[i + 1]) or 0 end
           end
-        end
-        if not seen then
-          f[#f + 1] = 'a'
-          f[#f + 1] = tostring(lost[e[1]])
+          set(f, 'a', tostring(a + lost[e[1]]))
         end
         live[#live + 1] = e
       end

@@ -98,6 +98,56 @@ type item struct {
 	settle *Decision
 }
 
+// handOff is a job an ordered destination held, handed to the unordered
+// delivery when a reload made the destination unordered.
+type handOff struct {
+	job queue.Job
+	due time.Time // a held head's next attempt
+}
+
+// waiting lists the jobs of ls that no attempt is busy with and whose
+// outcome is not awaiting its recording.
+func (ls *lanes) waiting() []handOff {
+	var out []handOff
+	for _, l := range ls.byKey {
+		for i, it := range l.jobs {
+			if i == 0 && l.running || it.settle != nil {
+				continue
+			}
+			h := handOff{job: it.job}
+			if i == 0 {
+				h.due = l.due
+			}
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// handOver moves a job an ordered destination held to the unordered
+// delivery: one that failed before to the retry set, due when its backoff
+// ends, with its attempts; the others back to the stream, as new. Should
+// that fail, the job stays pending and is reclaimed.
+func (w *Worker) handOver(ctx context.Context, h handOff) {
+	j := &h.job
+	if j.Attempts == 0 {
+		w.release(j, "no longer ordered")
+		return
+	}
+	due := w.now()
+	if h.due.After(due) {
+		due = h.due
+	}
+	err := w.Store.Retry(ctx, j, j.Attempts, due, j.LastError)
+	if err == nil {
+		err = w.Store.Unhold(ctx, j)
+	}
+	if err != nil {
+		w.Log.Warn("handing a held job to unordered delivery failed; it will be reclaimed", "tenant", w.id,
+			"destination", j.Destination, "event_id", j.EventID, "err", err)
+	}
+}
+
 func (ls *lanes) drop() {
 	ls.leased = false
 	ls.gen++
@@ -176,12 +226,16 @@ func (w *Worker) runOrdered(ctx context.Context) {
 func (w *Worker) stepOrdered(ctx context.Context, st *state) {
 	o := &w.ord
 	vis := visibility(st)
+	var handOver []handOff
 	o.mu.Lock()
 	for id, ls := range o.dests {
 		if t := st.dests[id]; t == nil || !t.cfg.Ordered {
-			// No longer ordered (reloaded): its pending jobs are reclaimed
-			// like any.
+			// No longer ordered (reloaded): the jobs its lanes hold go to
+			// the unordered delivery now (handOver); a head being
+			// attempted records its outcome in place and is reclaimed
+			// with its hold's attempts.
 			if ls.leased {
+				handOver = append(handOver, ls.waiting()...)
 				_ = w.Store.Unlease(ctx, w.id, id, w.Consumer)
 			}
 			ls.drop()
@@ -189,6 +243,9 @@ func (w *Worker) stepOrdered(ctx context.Context, st *state) {
 		}
 	}
 	o.mu.Unlock()
+	for _, h := range handOver {
+		w.handOver(ctx, h)
+	}
 	for id, t := range st.dests {
 		if !t.cfg.Ordered {
 			continue

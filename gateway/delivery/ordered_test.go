@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -423,5 +424,46 @@ func TestOrderedBreakerHolds(t *testing.T) {
 	}
 	if got := r.await(3); strings.Join(got, " ") != "1/1 1/2 2/1" {
 		t.Errorf("received %v, want 1/1 1/2 2/1", got)
+	}
+}
+
+// TestOrderedToUnorderedReload: a reload that makes an ordered destination
+// unordered hands its held jobs over at once, counts kept: the job waiting
+// behind a failing head comes as its attempt 1 (not after the visibility
+// timeout, not as attempt 2), and the failing head goes on with attempt 3
+// after its backoff.
+func TestOrderedToUnorderedReload(t *testing.T) {
+	t.Parallel()
+	r := newOrderRig(t)
+	r.answer = func(text string, attempt int) int {
+		if text == "1" && attempt < 4 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	}
+	retry := "        retry: {initial: 1s, max: 1s, max_attempts: 5}\n"
+	r.enqueue(conv("1", "+1"), conv("2", "+2"))
+	w := &Worker{Store: r.store, Tenant: r.tenant("        ordered: true\n" + retry), Client: NewClient(true), Consumer: "a",
+		Log: slog.New(slog.NewJSONHandler(r.log, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	orderWait(t, 10*time.Second, "the second failure of 1", func() bool { return len(r.received()) >= 2 })
+	orderWait(t, 5*time.Second, "its hold", func() bool { return r.rdb.HLen(context.Background(), "sb:{acme}:hold:d").Val() == 1 })
+	reloaded := time.Now()
+	w.Update(r.tenant(retry))
+	orderWait(t, 5*time.Second, "2 after the reload", func() bool { return slices.Contains(r.received(), "2/1") })
+	if took := time.Since(reloaded); took > 3*time.Second {
+		t.Errorf("2 came %v after the reload, want at once (not after the visibility timeout)", took)
+	}
+	got := r.await(5)
+	slices.Sort(got)
+	if want := []string{"1/1", "1/2", "1/3", "1/4", "2/1"}; !slices.Equal(got, want) {
+		t.Errorf("received %v, want %v", got, want)
+	}
+	if n := r.rdb.HLen(context.Background(), "sb:{acme}:hold:d").Val(); n != 0 {
+		t.Errorf("hold records left: %d", n)
 	}
 }
