@@ -497,6 +497,20 @@ func TestLegacyPassthrough(t *testing.T) {
 	}
 }
 
+// histAttempt and histEvent are an event's history as the admin API gives it.
+type histAttempt struct {
+	Destination string `json:"destination"`
+	Attempt     int    `json:"attempt"`
+	StatusCode  int    `json:"status_code"`
+	Outcome     string `json:"outcome"`
+}
+
+type histEvent struct {
+	ID           string        `json:"id"`
+	Destinations []string      `json:"destinations"`
+	Attempts     []histAttempt `json:"attempts"`
+}
+
 func TestLegacyPassthroughBreakerOpen(t *testing.T) {
 	rs := redistest.Start(t)
 	var mu sync.Mutex
@@ -510,7 +524,9 @@ func TestLegacyPassthroughBreakerOpen(t *testing.T) {
 		return http.StatusBadGateway, 0
 	})
 	crm := newDestination(t, nil)
-	g := startGateway(t, passthroughConfig(rs.URL(), app.URL, crm.URL, "{min_requests: 2, failure_ratio: 1, open_for: 1500ms}"))
+	cfg := passthroughConfig(rs.URL(), app.URL, crm.URL, "{min_requests: 2, failure_ratio: 1, open_for: 1500ms}")
+	cfg = strings.Replace(cfg, `admin_listen: "127.0.0.1:0"}`, `admin_listen: "127.0.0.1:0", admin_token: `+operateRootToken+`}`, 1)
+	g := startGateway(t, cfg)
 	hook := g.hookURL("acme", "tw")
 	// Two failed pass-throughs open the breaker (their retries wait 200ms+,
 	// by when it is open, so they wait too).
@@ -544,6 +560,23 @@ func TestLegacyPassthroughBreakerOpen(t *testing.T) {
 	}
 	if seen["while open"] != "2" || seen["down 0"] != "12" || seen["down 1"] != "12" {
 		t.Errorf("app received %v (attempts per text), want while open: 2, down 0/1: 1 then 2", seen)
+	}
+	// Its history lists the attempt 1 the open breaker spent.
+	var found struct {
+		Events []histEvent `json:"events"`
+	}
+	waitFor(t, 10*time.Second, "the history of the event sent while open", func() bool {
+		adminGet(t, g, "/admin/v1/tenants/acme/events?message_id=SM000000000000000000000000000000i9", &found)
+		return len(found.Events) == 1 && len(found.Events[0].Attempts) >= 3 // crm 1, legacy 1 and 2
+	})
+	var legacy []string
+	for _, a := range found.Events[0].Attempts {
+		if a.Destination == "legacy" {
+			legacy = append(legacy, fmt.Sprintf("%d:%s", a.Attempt, a.Outcome))
+		}
+	}
+	if strings.Join(legacy, " ") != "1:retry 2:delivered" {
+		t.Errorf("legacy's attempts in the history = %v, want 1:retry 2:delivered", legacy)
 	}
 }
 
@@ -592,28 +625,17 @@ tenants:
 		t.Fatalf("crm got %q", e.Data.Text)
 	}
 
-	type attempt struct {
-		Destination string `json:"destination"`
-		Attempt     int    `json:"attempt"`
-		StatusCode  int    `json:"status_code"`
-		Outcome     string `json:"outcome"`
-	}
-	type historyEvent struct {
-		ID           string    `json:"id"`
-		Destinations []string  `json:"destinations"`
-		Attempts     []attempt `json:"attempts"`
-	}
 	var ids []string
 	for _, c := range cases {
 		var found struct {
-			Events []historyEvent `json:"events"`
+			Events []histEvent `json:"events"`
 		}
 		waitFor(t, 10*time.Second, "the pass-through attempt in the history of "+c.text, func() bool {
 			adminGet(t, g, "/admin/v1/tenants/acme/events?message_id="+c.sid, &found)
 			return len(found.Events) == 1 && slices.ContainsFunc(found.Events[0].Attempts,
-				func(a attempt) bool { return a.Destination == "legacy" })
+				func(a histAttempt) bool { return a.Destination == "legacy" })
 		})
-		var ev historyEvent
+		var ev histEvent
 		adminGet(t, g, "/admin/v1/tenants/acme/events/"+found.Events[0].ID, &ev)
 		if strings.Join(ev.Destinations, " ") != c.routed {
 			t.Errorf("%s: destinations = %v, want %s", c.text, ev.Destinations, c.routed)
