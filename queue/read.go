@@ -260,3 +260,52 @@ func toString(v any) string {
 		return fmt.Sprint(v)
 	}
 }
+
+// pruneScript removes from the destination streams' group the consumers
+// that hold no job and have been idle for a while: gateway processes that
+// are gone (each process reads under a name of its own, so every restart
+// leaves one behind). The check and the removal are one step, so a job a
+// consumer took meanwhile is never dropped with it; a live consumer
+// removed this way is made again by its next read.
+//
+// KEYS: the destination streams. ARGV[1] min idle ms, ARGV[2] a consumer
+// to keep (the caller). Returns how many were removed.
+var pruneScript = redis.NewScript(`
+local n = 0
+for _, key in ipairs(KEYS) do
+  local cs = redis.pcall('XINFO', 'CONSUMERS', key, 'sb')
+  if type(cs) == 'table' and cs.err == nil then
+    for _, c in ipairs(cs) do
+      local name, pending, idle
+      for i = 1, #c, 2 do
+        if c[i] == 'name' then name = c[i + 1]
+        elseif c[i] == 'pending' then pending = tonumber(c[i + 1])
+        elseif c[i] == 'idle' then idle = tonumber(c[i + 1]) end
+      end
+      if name and name ~= ARGV[2] and pending == 0 and idle and idle >= tonumber(ARGV[1]) then
+        redis.call('XGROUP', 'DELCONSUMER', key, 'sb', name)
+        n = n + 1
+      end
+    end
+  end
+end
+return n
+`)
+
+// PruneConsumers removes, from dests' consumer group, the consumers other
+// than keep that hold no job and have been idle for at least minIdle (see
+// pruneScript), and returns how many. Errors wrap switchboard.ErrUnavailable.
+func (s *Store) PruneConsumers(ctx context.Context, tenant string, dests []string, keep string, minIdle time.Duration) (int, error) {
+	if len(dests) == 0 {
+		return 0, nil
+	}
+	keys := make([]string, len(dests))
+	for i, d := range dests {
+		keys[i] = streamKey(tenant, d)
+	}
+	n, err := pruneScript.Run(ctx, s.rdb, keys, minIdle.Milliseconds(), keep).Int()
+	if err != nil {
+		return 0, unavailable("prune consumers", err)
+	}
+	return n, nil
+}

@@ -399,3 +399,42 @@ func TestReadRecoversFromRestart(t *testing.T) {
 		t.Fatalf("Ack after restart: %v", err)
 	}
 }
+
+// TestPruneConsumers: consumers that hold no job and have been idle long
+// enough go; one holding a job stays (its job must stay claimable), and so
+// does the caller. (Redis only: the embedded store, which lives and dies
+// with its one process, does not track consumers' idle times.)
+func TestPruneConsumers(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := mustStore(t)
+	ctx := ctxT(t)
+	mustEnqueue(t, s, entry(1, "a"), entry(2, "a"), entry(3, "a"))
+	for _, c := range []string{"gone", "me"} {
+		jobs := mustRead(t, s, c, map[string]int{"a": 1})
+		if err := s.Ack(ctx, &jobs[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = mustRead(t, s, "holding", map[string]int{"a": 1})
+	consumers := func() []string {
+		cs, err := rdb.XInfoConsumers(ctx, streamKey(tenant, "a"), "sb").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, c := range cs {
+			names = append(names, c.Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+	if n, err := s.PruneConsumers(ctx, tenant, []string{"a", "none"}, "me", time.Hour); err != nil || n != 0 {
+		t.Errorf("PruneConsumers(idle 1h) = %d, %v; want none removed yet", n, err)
+	}
+	if n, err := s.PruneConsumers(ctx, tenant, []string{"a", "none"}, "me", 0); err != nil || n != 1 {
+		t.Errorf("PruneConsumers = %d, %v; want 1", n, err)
+	}
+	if got := consumers(); !slices.Equal(got, []string{"holding", "me"}) {
+		t.Errorf("consumers = %v, want holding, me", got)
+	}
+}

@@ -29,10 +29,21 @@ func visibility(st *state) time.Duration {
 	return 2*longest + visibilityMargin
 }
 
-// maintain promotes due retries and reclaims jobs left pending by a dead
-// instance (or by this one, when recording an outcome failed).
+// pruneEvery is how often a worker removes its destinations' consumers
+// that are gone (queue.PruneConsumers); consumerIdle how long a consumer
+// holding no job must have been idle to go (at least). Each gateway
+// process reads under a name of its own, so every restart leaves one.
+const (
+	pruneEvery   = 10 * time.Minute
+	consumerIdle = time.Hour
+)
+
+// maintain promotes due retries, reclaims jobs left pending by a dead
+// instance (or by this one, when recording an outcome failed) and now and
+// then removes consumers that are gone.
 func (w *Worker) maintain(ctx context.Context) {
 	var lastReclaim time.Time
+	lastPrune := w.now() // not at start: a restart storm need not scan
 	every := cmp.Or(w.promoteEvery, promoteEvery)
 	timer := time.NewTimer(every)
 	defer timer.Stop()
@@ -55,6 +66,18 @@ func (w *Worker) maintain(ctx context.Context) {
 			var jobs []queue.Job
 			jobs, err = w.Store.Reclaim(ctx, w.id, w.Consumer, dests, vis, 256)
 			w.dispatch(ctx, st, jobs)
+		}
+		if err == nil && now.Sub(lastPrune) >= cmp.Or(w.pruneEvery, pruneEvery) {
+			lastPrune = now
+			all := make([]string, 0, len(st.dests))
+			for id := range st.dests {
+				all = append(all, id)
+			}
+			if n, perr := w.Store.PruneConsumers(ctx, w.id, all, w.Consumer, cmp.Or(w.pruneIdle, max(consumerIdle, 2*vis))); perr != nil {
+				w.Log.Warn("removing idle consumers failed; tried again later", "tenant", w.id, "err", perr)
+			} else if n > 0 {
+				w.Log.Info("removed consumers that hold no job and were idle (gateway processes that are gone)", "tenant", w.id, "consumers", n)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {

@@ -74,6 +74,9 @@ type Worker struct {
 	// promoteEvery and orderedEvery replace promoteEvery and orderedTick
 	// when set (tests: a retry must leave when due, not at a tick).
 	promoteEvery, orderedEvery time.Duration
+	// pruneEvery and pruneIdle replace pruneEvery and consumerIdle when
+	// set (tests).
+	pruneEvery, pruneIdle time.Duration
 }
 
 // state is the worker's configuration and runtime state; Update swaps it

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,5 +424,46 @@ func TestReclaimedAttemptsCount(t *testing.T) {
 	}
 	if dl[0].EventID != ids[0] || dl[0].Attempts != 2 || dl[0].LastError != lostAttempts {
 		t.Errorf("dead letter = %+v, want %s with 2 attempts and %q", dl[0], ids[0], lostAttempts)
+	}
+}
+
+// TestWorkerPrunesGoneConsumers: a worker removes, now and then, the
+// consumers of its destinations that are gone (no job held, idle), and
+// keeps itself and those holding jobs.
+func TestWorkerPrunesGoneConsumers(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	rcv := receiver(t, func() int { return http.StatusOK })
+	tenant := loadTenant(t, tenantYAML("", fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s}
+`, rcv.URL, testSecret)))
+	ctx := context.Background()
+	r.enqueue(2, "app")
+	gone, err := r.store.Read(ctx, "acme", "gone-process", map[string]int{"app": 1}, 0)
+	if err != nil || len(gone) != 1 {
+		t.Fatalf("Read = %v, %v", gone, err)
+	}
+	if err := r.store.Ack(ctx, &gone[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.Read(ctx, "acme", "crashed-holding", map[string]int{"app": 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.startWith(tenant, "live", "", func(w *Worker) { w.pruneEvery, w.pruneIdle = 20*time.Millisecond, time.Millisecond })
+	names := func() []string {
+		cs, _ := r.rdb.XInfoConsumers(ctx, "sb:{acme}:d:app", "sb").Result()
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	waitFor(t, 10*time.Second, "gone-process removed", func() bool { return !slices.Contains(names(), "gone-process") })
+	if got := names(); !slices.Contains(got, "crashed-holding") {
+		t.Errorf("consumers = %v: the one holding a job was removed", got)
+	}
+	if !strings.Contains(r.log.String(), "removed consumers that hold no job") {
+		t.Errorf("no log line about the removal:\n%s", r.log.String())
 	}
 }
