@@ -176,7 +176,7 @@ func TestPassthroughAnswersWithTheApp(t *testing.T) {
 	f.routedInHistory(t, app.webhookID(0))
 	// The carrier's retry of the same callback is not forwarded again.
 	resp, body, _ = f.inbound(t, "SM000000000000000000000000000000p1")
-	if resp.StatusCode != http.StatusOK || !strings.HasSuffix(body, "<Response></Response>") || app.requests() != 1 {
+	if resp.StatusCode != http.StatusOK || !strings.HasSuffix(body, "<Response/>") || app.requests() != 1 {
 		t.Errorf("retry: carrier got %d %q, app %d requests; want the usual ack and no second copy", resp.StatusCode, body, app.requests())
 	}
 }
@@ -198,7 +198,7 @@ func TestPassthroughFailureQueuesTheEvent(t *testing.T) {
 			app := newLegacyApp(t, c.respond)
 			f := mustPassGateway(t, app.URL)
 			resp, body, took := f.inbound(t, "SM000000000000000000000000000000p2")
-			if resp.StatusCode != http.StatusOK || !strings.HasSuffix(body, "<Response></Response>") {
+			if resp.StatusCode != http.StatusOK || !strings.HasSuffix(body, "<Response/>") {
 				t.Fatalf("carrier got %d %q, want the usual acknowledgement", resp.StatusCode, body)
 			}
 			if took > time.Second {

@@ -296,7 +296,7 @@ func flatJSON(body []byte) (url.Values, error) {
 	return p, nil
 }
 
-const twiMLEmpty = `<?xml version="1.0" encoding="UTF-8"?><Response></Response>`
+const twiMLEmpty = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
 
 // Reply answers an inbound message with empty TwiML (no reply message) and
 // a status callback with an empty 200.

@@ -205,7 +205,7 @@ func TestTwilioGET(t *testing.T) {
 	if events[0].Type != switchboard.TypeReceived || d.MessageID != "SM1" || d.Text != "Hi there" || d.From != "+15555550100" {
 		t.Fatalf("event = %+v", events[0])
 	}
-	if reply := c.Reply(r, events); reply.ContentType != "text/xml" || !strings.Contains(string(reply.Body), "<Response></Response>") {
+	if reply := c.Reply(r, events); reply.ContentType != "text/xml" || !strings.Contains(string(reply.Body), "<Response/>") {
 		t.Fatalf("reply = %+v", reply)
 	}
 }

@@ -72,7 +72,7 @@ func main() {
 			return
 		}
 		w.Header().Set("Content-Type", "text/xml")
-		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Response></Response>`)
+		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Response/>`)
 	})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
