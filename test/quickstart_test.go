@@ -62,7 +62,7 @@ func TestQuickStart(t *testing.T) {
 
 	url := g.hookURL("acme", "twilio-main")
 	out, errOut, code := runCLI(t, "simulate", "--url", url, "--carrier", "twilio", "--secret", "demo_twilio_auth_token", "--text", "Hello tour")
-	if code != 0 || !strings.Contains(out, "200") || !strings.Contains(out, "<Response>") {
+	if code != 0 || !strings.Contains(out, "200") || !strings.Contains(out, "<Response/>") {
 		t.Fatalf("simulate: exit %d\n%s\n%s", code, out, errOut)
 	}
 	waitFor(t, 10*time.Second, "the sink to print the event", func() bool {
