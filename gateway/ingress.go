@@ -105,27 +105,35 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A nonce is claimed now and recorded only once the events are stored:
-	// a concurrent request with the same nonce is refused, and a callback
-	// refused with 503 gives its claim back, so that the carrier's retry
-	// with the same nonce is accepted.
+	// a request with the same nonce meanwhile is told to try again (503),
+	// and a callback refused with 503 gives its claim back, so that the
+	// carrier's retry with the same nonce is accepted.
 	nonceKey := ""
 	if proof.Nonce != "" {
 		nonceKey = sid + ":" + proof.Nonce
-		seen, claimed, err := g.claimNonce(r.Context(), tid, nonceKey) // spool.go
-		if err != nil {
+		hold := nonceHold
+		if s.cfg.Passthrough != nil { // the app's answer is awaited while the claim holds
+			hold += passDeadline(start, s.cfg.Passthrough.Timeout.D(), s.cfg.Carrier).Sub(start)
+		}
+		state, token, err := g.claimNonce(r.Context(), tid, nonceKey, hold) // spool.go
+		switch {
+		case err != nil:
 			w.Header().Set("Retry-After", "1")
 			g.fail(w, log(), http.StatusServiceUnavailable, "store unavailable", err)
 			return
-		}
-		if seen {
+		case state == queue.ClaimRecorded:
 			g.metrics.verificationFailed(tid, sid, errors.New("replayed nonce"))
 			g.fail(w, log(), http.StatusUnauthorized, "verification failed", errors.New("replayed nonce"))
 			return
+		case state == queue.ClaimPending:
+			w.Header().Set("Retry-After", "2")
+			g.fail(w, log(), http.StatusServiceUnavailable, "a request with the same nonce is being stored; try again", nil)
+			return
 		}
-		if claimed {
+		if token != "" {
 			defer func() {
 				if nonceKey != "" { // not recorded: give the claim back
-					if err := g.store.Unclaim(context.WithoutCancel(r.Context()), tid, nonceKey); err != nil {
+					if err := g.store.Unclaim(context.WithoutCancel(r.Context()), tid, nonceKey, token); err != nil {
 						log().Warn("giving back a nonce claim failed; it lapses by itself", "err", err.Error())
 					}
 				}

@@ -253,40 +253,42 @@ func (sp *spool) pending() bool {
 	return sp.size > 0
 }
 
-// nonceHold is how long a nonce is claimed while its callback is stored:
-// long enough for the store (milliseconds), short enough that a carrier's
-// retry after a crash in between finds it lapsed (the fastest first
-// retries, Vonage's and Sinch's, come after about 5 s).
-const nonceHold = 2 * time.Second
+// nonceHold is how long a nonce stays claimed at least while its callback
+// is stored: the store takes milliseconds; a pass-through source's claim
+// lasts its answer deadline longer (claimNonce's caller adds it). A
+// request that finds the nonce claimed gets 503 (try again), never 401, so
+// a carrier's retry after a crash in between is only delayed until the
+// claim lapses.
+const nonceHold = 5 * time.Second
 
-// claimNonce checks nonce for tenant tid and claims it while the callback
-// is stored (Store.Claim), so that concurrent requests with one nonce
-// cannot all pass: seen means a replay (recorded, claimed, or, with a
-// spool, held by a spooled callback). claimed says whether a claim was
-// taken: then the caller must Confirm or Unclaim it. While Redis is
-// unreachable (an enqueue or the drainer found it so) the journal answers
-// alone, without error, without a claim and without asking Redis, so
-// callbacks do not wait out a dial timeout each.
-func (g *Gateway) claimNonce(ctx context.Context, tid, nonce string) (seen, claimed bool, err error) {
+// claimNonce checks nonce for tenant tid and claims it for hold while the
+// callback is stored (Store.Claim): state says whether it was free
+// (queue.ClaimTaken, with the claim's token in token: the caller must
+// Confirm or Unclaim it), recorded (queue.ClaimRecorded: a replay, also
+// when a spooled callback holds it) or claimed by a request in progress
+// (queue.ClaimPending). While Redis is unreachable (an enqueue or the
+// drainer found it so) the journal answers alone, without error, without
+// a claim and without asking Redis, so callbacks do not wait out a dial
+// timeout each: state is then queue.ClaimTaken with an empty token.
+func (g *Gateway) claimNonce(ctx context.Context, tid, nonce string, hold time.Duration) (state queue.ClaimState, token string, err error) {
 	sp := g.spool
 	if sp == nil {
-		ok, err := g.store.Claim(ctx, tid, nonce, nonceHold)
-		return !ok && err == nil, ok, err
+		return g.store.Claim(ctx, tid, nonce, hold)
 	}
 	sp.mu.Lock()
 	held := sp.nonces[tid+"\x00"+nonce] > 0
 	sp.mu.Unlock()
 	if held {
-		return true, false, nil
+		return queue.ClaimRecorded, "", nil
 	}
 	if sp.down.Load() {
-		return false, false, nil
+		return queue.ClaimTaken, "", nil
 	}
-	ok, err := g.store.Claim(ctx, tid, nonce, nonceHold)
+	state, token, err = g.store.Claim(ctx, tid, nonce, hold)
 	if errors.Is(err, switchboard.ErrUnavailable) {
-		return false, false, nil
+		return queue.ClaimTaken, "", nil
 	}
-	return !ok && err == nil, ok, err
+	return state, token, err
 }
 
 // replay gives fn every record not yet drained, in journal order, and
@@ -635,7 +637,9 @@ func (g *Gateway) drainRecord(ctx context.Context, rec *spoolRecord) error {
 		return err
 	}
 	if rec.Nonce != "" {
-		if _, err := g.store.Remember(ctx, rec.Tenant, rec.Nonce, rec.NonceTTL); err != nil {
+		// Confirm, not Remember: the callback's own claim may still be
+		// there (it was spooled right after claiming), and must be replaced.
+		if err := g.store.Confirm(ctx, rec.Tenant, rec.Nonce, rec.NonceTTL); err != nil {
 			return err
 		}
 	}

@@ -365,7 +365,7 @@ tenants:
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr, MaxRetries: 1}) // as Start sets it
 	t.Cleanup(func() { _ = rdb.Close() })
-	nonceChecks := &commandCounter{name: "set"}
+	nonceChecks := &commandCounter{name: "evalsha"}
 	rdb.AddHook(nonceChecks)
 	store := queue.New(rdb)
 	logs := &syncWriter{}

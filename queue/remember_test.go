@@ -7,46 +7,71 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// TestNonceClaim: a claim keeps others out until it is confirmed (then the
-// key is recorded for its TTL) or given back (then the next claim wins);
-// an unclaim never removes a confirmed record.
+// TestNonceClaim: a claim keeps others out (pending) until it is confirmed
+// (then the key is recorded for its TTL) or given back by its own token
+// (then the next claim wins); an unclaim never removes a confirmed record
+// or another's claim.
 func TestNonceClaim(t *testing.T) {
 	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
 		ctx := ctxT(t)
-		if ok, err := s.Claim(ctx, tenant, "n1", time.Minute); err != nil || !ok {
-			t.Fatalf("first Claim = %v, %v; want true", ok, err)
+		claim := func(key string, hold time.Duration) (ClaimState, string) {
+			t.Helper()
+			st, tok, err := s.Claim(ctx, tenant, key, hold)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st, tok
 		}
-		if ok, _ := s.Claim(ctx, tenant, "n1", time.Minute); ok {
-			t.Error("a second Claim of a claimed key = true, want false")
+		st, tok := claim("n1", time.Minute)
+		if st != ClaimTaken || tok == "" {
+			t.Fatalf("first Claim = %v %q, want taken with a token", st, tok)
 		}
-		if seen, _ := s.Recorded(ctx, tenant, "n1"); !seen {
-			t.Error("Recorded of a claimed key = false, want true")
+		if st, _ := claim("n1", time.Minute); st != ClaimPending {
+			t.Errorf("a second Claim of a claimed key = %v, want pending", st)
 		}
-		if err := s.Unclaim(ctx, tenant, "n1"); err != nil {
+		if err := s.Unclaim(ctx, tenant, "n1", "claim:not-mine"); err != nil {
 			t.Fatal(err)
 		}
-		if ok, _ := s.Claim(ctx, tenant, "n1", time.Minute); !ok {
-			t.Error("Claim after Unclaim = false, want true")
+		if st, _ := claim("n1", time.Minute); st != ClaimPending {
+			t.Errorf("after an Unclaim with another token = %v, want still pending", st)
+		}
+		if err := s.Unclaim(ctx, tenant, "n1", tok); err != nil {
+			t.Fatal(err)
+		}
+		st, tok = claim("n1", time.Minute)
+		if st != ClaimTaken {
+			t.Errorf("Claim after Unclaim = %v, want taken", st)
 		}
 		if err := s.Confirm(ctx, tenant, "n1", time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Unclaim(ctx, tenant, "n1"); err != nil {
+		if err := s.Unclaim(ctx, tenant, "n1", tok); err != nil {
 			t.Fatal(err)
 		}
-		if ok, _ := s.Claim(ctx, tenant, "n1", time.Minute); ok {
-			t.Error("Claim of a confirmed key (after a stray Unclaim) = true, want false")
+		if st, _ := claim("n1", time.Minute); st != ClaimRecorded {
+			t.Errorf("Claim of a confirmed key (after a stray Unclaim) = %v, want recorded", st)
+		}
+		if seen, _ := s.Recorded(ctx, tenant, "n1"); !seen {
+			t.Error("Recorded of a confirmed key = false")
 		}
 		if ttl := rdb.PTTL(ctx, nonceKey(tenant, "n1")).Val(); ttl < 59*time.Minute {
 			t.Errorf("a confirmed key's TTL = %v, want its hour", ttl)
 		}
+		// Confirm replaces a claim (a spooled callback's, drained).
+		claim("n3", time.Minute)
+		if err := s.Confirm(ctx, tenant, "n3", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := claim("n3", time.Minute); st != ClaimRecorded {
+			t.Errorf("Claim after Confirm replaced a claim = %v, want recorded", st)
+		}
 		// A claim lapses by itself: its holder may have died.
-		if ok, _ := s.Claim(ctx, tenant, "n2", 50*time.Millisecond); !ok {
-			t.Fatal("Claim n2 = false")
+		if st, _ := claim("n2", 50*time.Millisecond); st != ClaimTaken {
+			t.Fatal("Claim n2 not taken")
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			if ok, _ := s.Claim(ctx, tenant, "n2", time.Minute); ok {
+			if st, _ := claim("n2", time.Minute); st == ClaimTaken {
 				break
 			}
 			if time.Now().After(deadline) {
