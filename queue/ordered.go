@@ -26,6 +26,15 @@ import (
 //
 // and "s:<dest>" in the counters hash counts stale statuses dropped.
 
+// OrderedConsumer is the consumer name under which consumer reads and
+// claims an ordered destination's jobs. Those jobs are held in place and
+// claimed again by each new lease holder, so their hand-outs are not
+// attempts; Reclaim tells them by this prefix and does not count them as
+// attempts lost.
+func OrderedConsumer(consumer string) string { return orderedPrefix + consumer }
+
+const orderedPrefix = "ord:"
+
 func leaseKey(tenant, dest string) string { return tenantPrefix(tenant) + "lease:" + dest }
 
 func holdKey(tenant, dest string) string { return tenantPrefix(tenant) + "hold:" + dest }

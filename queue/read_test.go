@@ -259,6 +259,24 @@ func TestReclaimCountsLostAttempts(t *testing.T) {
 	})
 }
 
+// TestReclaimOrderedReads: a job read for an ordered destination (an
+// OrderedConsumer's) and never attempted comes back from a reclaim with no
+// attempt counted, however often it was claimed by lease holders.
+func TestReclaimOrderedReads(t *testing.T) {
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		mustEnqueue(t, s, entry(1, "a"))
+		_ = mustRead(t, s, OrderedConsumer("c1"), map[string]int{"a": 1})
+		if _, err := s.ClaimHeld(ctx, tenant, "a", OrderedConsumer("c2")); err != nil {
+			t.Fatal(err)
+		}
+		jobs, err := s.Reclaim(ctx, tenant, "c3", []string{"a"}, 0, 10)
+		if err != nil || len(jobs) != 1 || jobs[0].Attempts != 0 {
+			t.Fatalf("Reclaim = %+v, %v; want the job with 0 attempts", jobs, err)
+		}
+	})
+}
+
 func TestRelease(t *testing.T) {
 	t.Parallel()
 	s, rdb, _ := mustStore(t)

@@ -268,7 +268,8 @@ return {#due, tonumber(nx[2])}
 // its delivery counter keeps the count for a later claim. A job an ordered
 // destination held in place (it was ordered until a reload) counts the
 // attempts of its hold record instead, with its last error, and the record
-// goes.
+// goes; one it read but never attempted (pending for an "ord:" consumer,
+// OrderedConsumer) counts none.
 //
 // Returns {key, entries, key, entries, ...} for streams with claimed jobs.
 var reclaimScript = redis.NewScript(`
@@ -294,6 +295,8 @@ for k = 1, n do
     for i, e in ipairs(p) do
       ids[i] = e[1]
       lost[e[1]] = tonumber(e[4]) or 1
+      -- read for an ordered destination: held in place, not attempts
+      if string.sub(e[2], 1, 4) == 'ord:' then lost[e[1]] = 0 end
     end
     local claimed = redis.call('XCLAIM', key, 'sb', ARGV[1], ARGV[2], unpack(ids))
     local got, live = {}, {}

@@ -98,6 +98,17 @@ type item struct {
 	settle *Decision
 }
 
+// reclaimable reports whether maintain may reclaim dest's pending jobs:
+// not while the ordered delivery still has it (its lanes hold them, or
+// are being handed over after a reload made it unordered).
+func (w *Worker) reclaimable(dest string) bool {
+	o := &w.ord
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, held := o.dests[dest]
+	return !held
+}
+
 // handOff is a job an ordered destination held, handed to the unordered
 // delivery when a reload made the destination unordered.
 type handOff struct {
@@ -226,16 +237,19 @@ func (w *Worker) runOrdered(ctx context.Context) {
 func (w *Worker) stepOrdered(ctx context.Context, st *state) {
 	o := &w.ord
 	vis := visibility(st)
-	var handOver []handOff
 	o.mu.Lock()
 	for id, ls := range o.dests {
 		if t := st.dests[id]; t == nil || !t.cfg.Ordered {
 			// No longer ordered (reloaded): the jobs its lanes hold go to
 			// the unordered delivery now (handOver); a head being
 			// attempted records its outcome in place and is reclaimed
-			// with its hold's attempts.
+			// with its hold's attempts. Done under the lock, before the
+			// destination leaves o.dests: until then maintain does not
+			// reclaim it (reclaimable), so no job is handed over twice.
 			if ls.leased {
-				handOver = append(handOver, ls.waiting()...)
+				for _, h := range ls.waiting() {
+					w.handOver(ctx, h)
+				}
 				_ = w.Store.Unlease(ctx, w.id, id, w.Consumer)
 			}
 			ls.drop()
@@ -243,9 +257,6 @@ func (w *Worker) stepOrdered(ctx context.Context, st *state) {
 		}
 	}
 	o.mu.Unlock()
-	for _, h := range handOver {
-		w.handOver(ctx, h)
-	}
 	for id, t := range st.dests {
 		if !t.cfg.Ordered {
 			continue
@@ -302,7 +313,7 @@ func (w *Worker) leaseOrdered(ctx context.Context, t *target, ls *lanes, vis tim
 		return true
 	}
 	o.mu.Unlock()
-	held, err := w.Store.ClaimHeld(ctx, w.id, ls.dest, w.Consumer)
+	held, err := w.Store.ClaimHeld(ctx, w.id, ls.dest, queue.OrderedConsumer(w.Consumer))
 	o.mu.Lock()
 	if err != nil {
 		w.Log.Warn("claiming an ordered destination's pending jobs failed; retrying", "tenant", w.id, "destination", ls.dest, "err", err)
@@ -327,7 +338,7 @@ func (w *Worker) readOrdered(ctx context.Context, t *target, ls *lanes) {
 	if room <= 0 || t.breaker.State() == gobreaker.StateOpen {
 		return
 	}
-	jobs, err := w.Store.Read(ctx, w.id, w.Consumer, map[string]int{ls.dest: min(room, 64)}, 0)
+	jobs, err := w.Store.Read(ctx, w.id, queue.OrderedConsumer(w.Consumer), map[string]int{ls.dest: min(room, 64)}, 0)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if err != nil && ctx.Err() == nil {
