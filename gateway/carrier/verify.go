@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -158,33 +159,21 @@ func rawQuery(r *Request) string {
 // stripFragment removes a "#…" suffix, which carriers never send but which
 // an operator may paste from a carrier's console.
 // urlCandidates are the URLs a carrier may have signed for a request to u:
-// u, and u with its scheme's default port written out when it names no
-// port (or left out when it names it). A carrier signs the URL as it was
-// configured, and "https://h:443/p" and "https://h/p" are the same
-// endpoint; the gateway rebuilds the second (Twilio's own variants rule is
-// twilioURLs).
+// u, u with its scheme's default port written out when it names no port,
+// and u without its port when it names one — the rule Twilio's SDKs
+// apply (twilioURLs), for every URL-signed carrier. A carrier signs the
+// URL as it was configured, "https://h:443/p" and "https://h/p" are one
+// endpoint, and a proxy may forward a port (X-Forwarded-Port) the carrier
+// never saw.
 func urlCandidates(u string) []string {
 	withPort, withoutPort := twilioURLs(u)
-	switch {
-	case withPort != u: // no port: add the default one
-		return []string{u, withPort}
-	case strings.HasSuffix(hostPart(u), ":443") && strings.HasPrefix(strings.ToLower(u), "https://"),
-		strings.HasSuffix(hostPart(u), ":80") && strings.HasPrefix(strings.ToLower(u), "http://"):
-		return []string{u, withoutPort}
+	out := []string{u}
+	for _, c := range []string{withPort, withoutPort} {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
 	}
-	return []string{u}
-}
-
-// hostPart is the authority of URL u ("h:p" in "s://h:p/x?y").
-func hostPart(u string) string {
-	_, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return ""
-	}
-	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
-		rest = rest[:end]
-	}
-	return rest
+	return out
 }
 
 func stripFragment(u string) string {
