@@ -236,14 +236,6 @@ func (s *Store) Hold(ctx context.Context, j *Job, attempts int, due time.Time, l
 	return nil
 }
 
-// Unhold forgets j's hold record (its destination is no longer ordered).
-func (s *Store) Unhold(ctx context.Context, j *Job) error {
-	if err := s.rdb.HDel(ctx, holdKey(j.Tenant, j.Destination), j.ID).Err(); err != nil {
-		return unavailable("unhold", err)
-	}
-	return nil
-}
-
 func parseHold(rec string) (attempts int, due time.Time, lastErr string) {
 	a, rest, _ := strings.Cut(rec, "|")
 	d, lastErr, _ := strings.Cut(rest, "|")

@@ -274,6 +274,12 @@ func TestReclaimOrderedReads(t *testing.T) {
 		if err != nil || len(jobs) != 1 || jobs[0].Attempts != 0 {
 			t.Fatalf("Reclaim = %+v, %v; want the job with 0 attempts", jobs, err)
 		}
+		// c3 dies attempting it: the next reclaim counts that one attempt,
+		// not the ordered reads before it.
+		jobs, err = s.Reclaim(ctx, tenant, "c4", []string{"a"}, 0, 10)
+		if err != nil || len(jobs) != 1 || jobs[0].Attempts != 1 {
+			t.Fatalf("second Reclaim = %+v, %v; want the job with 1 attempt", jobs, err)
+		}
 	})
 }
 

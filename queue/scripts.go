@@ -291,7 +291,7 @@ for k = 1, n do
   if left <= 0 then break end
   local p = redis.pcall('XPENDING', key, 'sb', 'IDLE', ARGV[2], '-', '+', left)
   if type(p) == 'table' and p.err == nil and #p > 0 then
-    local ids, lost = {}, {}
+    local ids, lost, fresh = {}, {}, {}
     for i, e in ipairs(p) do
       ids[i] = e[1]
       lost[e[1]] = tonumber(e[4]) or 1
@@ -311,6 +311,9 @@ for k = 1, n do
           set(f, 'a', a or '0')
           if err and err ~= '' then set(f, 'e', err) end
           redis.call('HDEL', holds, e[1])
+          fresh[#fresh + 1] = e[1]
+        elseif lost[e[1]] == 0 then
+          fresh[#fresh + 1] = e[1]
         else
           local a = 0
           for i = 1, #f, 2 do
@@ -323,6 +326,11 @@ for k = 1, n do
     end
     for _, id in ipairs(ids) do
       if not got[id] then redis.call('XACK', key, 'sb', id) end
+    end
+    -- Counted afresh from here: this claim is the one hand-out (the
+    -- earlier ones were ordered reads, or are in the attempts given).
+    for _, id in ipairs(fresh) do
+      redis.call('XCLAIM', key, 'sb', ARGV[1], 0, id, 'RETRYCOUNT', 1, 'JUSTID')
     end
     if #live > 0 then
       out[#out + 1] = key

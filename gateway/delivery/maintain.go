@@ -59,7 +59,7 @@ func (w *Worker) maintain(ctx context.Context) {
 			lastReclaim = now
 			dests := make([]string, 0, len(st.dests))
 			for id, t := range st.dests {
-				if !t.cfg.Ordered && w.reclaimable(id) { // held in place by their lease holder (ordered.go)
+				if !t.cfg.Ordered { // held in place by their lease holder (ordered.go)
 					dests = append(dests, id)
 				}
 			}

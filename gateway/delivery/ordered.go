@@ -98,67 +98,6 @@ type item struct {
 	settle *Decision
 }
 
-// reclaimable reports whether maintain may reclaim dest's pending jobs:
-// not while the ordered delivery still has it (its lanes hold them, or
-// are being handed over after a reload made it unordered).
-func (w *Worker) reclaimable(dest string) bool {
-	o := &w.ord
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	_, held := o.dests[dest]
-	return !held
-}
-
-// handOff is a job an ordered destination held, handed to the unordered
-// delivery when a reload made the destination unordered.
-type handOff struct {
-	job queue.Job
-	due time.Time // a held head's next attempt
-}
-
-// waiting lists the jobs of ls that no attempt is busy with and whose
-// outcome is not awaiting its recording.
-func (ls *lanes) waiting() []handOff {
-	var out []handOff
-	for _, l := range ls.byKey {
-		for i, it := range l.jobs {
-			if i == 0 && l.running || it.settle != nil {
-				continue
-			}
-			h := handOff{job: it.job}
-			if i == 0 {
-				h.due = l.due
-			}
-			out = append(out, h)
-		}
-	}
-	return out
-}
-
-// handOver moves a job an ordered destination held to the unordered
-// delivery: one that failed before to the retry set, due when its backoff
-// ends, with its attempts; the others back to the stream, as new. Should
-// that fail, the job stays pending and is reclaimed.
-func (w *Worker) handOver(ctx context.Context, h handOff) {
-	j := &h.job
-	if j.Attempts == 0 {
-		w.release(j, "no longer ordered")
-		return
-	}
-	due := w.now()
-	if h.due.After(due) {
-		due = h.due
-	}
-	err := w.Store.Retry(ctx, j, j.Attempts, due, j.LastError)
-	if err == nil {
-		err = w.Store.Unhold(ctx, j)
-	}
-	if err != nil {
-		w.Log.Warn("handing a held job to unordered delivery failed; it will be reclaimed", "tenant", w.id,
-			"destination", j.Destination, "event_id", j.EventID, "err", err)
-	}
-}
-
 func (ls *lanes) drop() {
 	ls.leased = false
 	ls.gen++
@@ -240,16 +179,11 @@ func (w *Worker) stepOrdered(ctx context.Context, st *state) {
 	o.mu.Lock()
 	for id, ls := range o.dests {
 		if t := st.dests[id]; t == nil || !t.cfg.Ordered {
-			// No longer ordered (reloaded): the jobs its lanes hold go to
-			// the unordered delivery now (handOver); a head being
-			// attempted records its outcome in place and is reclaimed
-			// with its hold's attempts. Done under the lock, before the
-			// destination leaves o.dests: until then maintain does not
-			// reclaim it (reclaimable), so no job is handed over twice.
+			// No longer ordered (reloaded): its pending jobs are reclaimed
+			// like any, once idle for the visibility timeout; a held one
+			// with its hold's attempts, the others with none counted for
+			// their ordered reads (queue.OrderedConsumer).
 			if ls.leased {
-				for _, h := range ls.waiting() {
-					w.handOver(ctx, h)
-				}
 				_ = w.Store.Unlease(ctx, w.id, id, w.Consumer)
 			}
 			ls.drop()
