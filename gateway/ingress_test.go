@@ -441,6 +441,44 @@ func TestNonceConcurrentReplays(t *testing.T) {
 	}
 }
 
+// TestNoncePendingClaim: a request whose nonce another request has claimed
+// (and not yet stored) is told to try again, 503 with Retry-After, not
+// refused as a replay; once the claim is given back it is accepted.
+func TestNoncePendingClaim(t *testing.T) {
+	f := mustGateway(t, `  listen: ":0"`)
+	target := f.srv.URL + "/hooks/acme/sn"
+	req, err := carrier.Simulate(carrier.Config{Carrier: "sinch", Secret: "sinch-secret"}, "inbound", carrier.SimMessage{Text: "x"}, target, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(req.Body)
+	send := func() *http.Response {
+		r, _ := http.NewRequest(req.Method, target, bytes.NewReader(body))
+		r.Header = req.Header.Clone()
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	key := "sn:" + req.Header.Get("X-Sinch-Webhook-Signature-Nonce")
+	store := queue.New(f.rdb)
+	_, token, err := store.Claim(context.Background(), "acme", key, time.Minute)
+	if err != nil || token == "" {
+		t.Fatalf("Claim = %q, %v", token, err)
+	}
+	if resp := send(); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("with the nonce claimed by another request: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if err := store.Unclaim(context.Background(), "acme", key, token); err != nil {
+		t.Fatal(err)
+	}
+	if resp := send(); resp.StatusCode != http.StatusOK {
+		t.Errorf("once the claim is given back: %d, want 200", resp.StatusCode)
+	}
+}
+
 // A refused GET callback's log line names the URL that was verified, its
 // query in the order sent, without the message text, URL tokens or full
 // phone numbers — in the url attribute and in the verifier's error alike.

@@ -403,6 +403,14 @@ tenants:
 	if n := nonceChecks.n.Load() - before; n != 0 {
 		t.Errorf("with Redis known down, the nonce check still asked Redis %d times (each waits out a dial timeout)", n)
 	}
+	// A new nonce too: the journal answers alone, no claim is asked of Redis.
+	before = nonceChecks.n.Load()
+	if code := replayable(t, carrier.Config{Carrier: "sinch", Secret: "sinch-secret"}, srv.URL+"/hooks/acme/sn")(); code != http.StatusOK {
+		t.Errorf("a new nonced callback with Redis known down: %d, want 200 (spooled)", code)
+	}
+	if n := nonceChecks.n.Load() - before; n != 0 {
+		t.Errorf("with Redis known down, a new nonce's claim still asked Redis %d times", n)
+	}
 	if resp, _ := f.post(t, "/hooks/acme/tw", self, inboundForm("SM2"), nil); resp.StatusCode != 200 {
 		t.Fatalf("with Redis down: %d, want 200 (spooled)", resp.StatusCode)
 	}
