@@ -359,12 +359,20 @@ func TestTrustedProxies(t *testing.T) {
 // for byte.
 func replayable(t *testing.T, cfg carrier.Config, target string) func() int {
 	t.Helper()
+	send, _ := replayableWith(t, cfg, target)
+	return func() int { return send().StatusCode }
+}
+
+// replayableWith is replayable giving the whole answer, and the headers
+// the callback carries (its signature, its nonce).
+func replayableWith(t *testing.T, cfg carrier.Config, target string) (send func() *http.Response, hdr http.Header) {
+	t.Helper()
 	req, err := carrier.Simulate(cfg, "inbound", carrier.SimMessage{Text: "nonce"}, target, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(req.Body)
-	return func() int {
+	return func() *http.Response {
 		r, _ := http.NewRequest(req.Method, target, bytes.NewReader(body))
 		r.Header = req.Header.Clone()
 		resp, err := http.DefaultClient.Do(r)
@@ -372,8 +380,8 @@ func replayable(t *testing.T, cfg carrier.Config, target string) func() int {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		return resp.StatusCode
-	}
+		return resp
+	}, req.Header
 }
 
 func TestNonceRecordedOnlyOnceStored(t *testing.T) {
@@ -446,23 +454,8 @@ func TestNonceConcurrentReplays(t *testing.T) {
 // refused as a replay; once the claim is given back it is accepted.
 func TestNoncePendingClaim(t *testing.T) {
 	f := mustGateway(t, `  listen: ":0"`)
-	target := f.srv.URL + "/hooks/acme/sn"
-	req, err := carrier.Simulate(carrier.Config{Carrier: "sinch", Secret: "sinch-secret"}, "inbound", carrier.SimMessage{Text: "x"}, target, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(req.Body)
-	send := func() *http.Response {
-		r, _ := http.NewRequest(req.Method, target, bytes.NewReader(body))
-		r.Header = req.Header.Clone()
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
-	key := "sn:" + req.Header.Get("X-Sinch-Webhook-Signature-Nonce")
+	send, hdr := replayableWith(t, carrier.Config{Carrier: "sinch", Secret: "sinch-secret"}, f.srv.URL+"/hooks/acme/sn")
+	key := "sn:" + hdr.Get("X-Sinch-Webhook-Signature-Nonce")
 	store := queue.New(f.rdb)
 	_, token, err := store.Claim(context.Background(), "acme", key, time.Minute)
 	if err != nil || token == "" {

@@ -59,7 +59,7 @@ var (
 type spoolRecord struct {
 	TTL      time.Duration `json:"ttl"` // the dedup TTL
 	Tenant   string        `json:"tenant"`
-	Nonce    string        `json:"nonce,omitempty"` // Store.Remember key; empty: none
+	Nonce    string        `json:"nonce,omitempty"` // Store.Confirm key; empty: none
 	NonceTTL time.Duration `json:"nonce_ttl,omitempty"`
 	// Entries are the callback's entries, every field of queue.Entry.
 	Entries []*queue.Entry `json:"entries"`
@@ -637,7 +637,7 @@ func (g *Gateway) drainRecord(ctx context.Context, rec *spoolRecord) error {
 		return err
 	}
 	if rec.Nonce != "" {
-		// Confirm, not Remember: the callback's own claim may still be
+		// Confirm (a plain SET): the callback's own claim may still be
 		// there (it was spooled right after claiming), and must be replaced.
 		if err := g.store.Confirm(ctx, rec.Tenant, rec.Nonce, rec.NonceTTL); err != nil {
 			return err

@@ -14,7 +14,7 @@
 //	                    characters of the SHA-256 of the dedup key (which
 //	                    holds a message id and a phone number: shorter, and
 //	                    no number in a key name)
-//	sb:{t}:nonce:<key>  remembered nonce or JWT id with a TTL (Remember)
+//	sb:{t}:nonce:<key>  a nonce or JWT id: "1" recorded (Confirm) or "claim:<token>" (Claim), with a TTL
 //	sb:{t}:rate         the tenant's delivery_rate, GCRA arrival time in ms (ReserveRate)
 //	sb:{t}:rate:<dest>  a destination's rate, likewise
 //	sb:{t}:counts       hash of per-destination counters for Stats:

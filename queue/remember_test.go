@@ -51,8 +51,8 @@ func TestNonceClaim(t *testing.T) {
 		if st, _ := claim("n1", time.Minute); st != ClaimRecorded {
 			t.Errorf("Claim of a confirmed key (after a stray Unclaim) = %v, want recorded", st)
 		}
-		if seen, _ := s.Recorded(ctx, tenant, "n1"); !seen {
-			t.Error("Recorded of a confirmed key = false")
+		if v := rdb.Get(ctx, nonceKey(tenant, "n1")).Val(); v != "1" {
+			t.Errorf("a confirmed key holds %q, want the record 1", v)
 		}
 		if ttl := rdb.PTTL(ctx, nonceKey(tenant, "n1")).Val(); ttl < 59*time.Minute {
 			t.Errorf("a confirmed key's TTL = %v, want its hour", ttl)
