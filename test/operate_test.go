@@ -6,12 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -386,4 +389,70 @@ tenants:
 			t.Errorf("log has %d callback lines and %d attempt lines, want 3 and 7", callbacks, attempts)
 		}
 	})
+}
+
+// TestLogLevelWarn: serve --log-level warn leaves out the line per callback
+// and per delivery attempt (and every other info line), and still logs a
+// refused callback.
+func TestLogLevelWarn(t *testing.T) {
+	rs := redistest.Start(t)
+	dest := newDestination(t, nil)
+	ports := make([]string, 2)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().String()
+		l.Close()
+	}
+	file := filepath.Join(t.TempDir(), "switchboard.yaml")
+	cfg := fmt.Sprintf(`
+server: {listen: %q, admin_listen: %q}
+redis: {url: %q}
+delivery: {allow_private_networks: true}
+tenants:
+  acme:
+    sources: {tw: {carrier: twilio, secret: %s}}
+    destinations: {app: {url: %q, secret: %s}}
+    routes: [{to: [app]}]
+`, ports[0], ports[1], rs.URL(), twilioToken, dest.URL, demoSecret)
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := newLogBuffer()
+	cmd := exec.Command(binary, "serve", "--config", file, "--log-level", "warn")
+	cmd.Env = raceEnv()
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitFor(t, 20*time.Second, "the gateway to be ready", func() bool {
+		resp, err := http.Get("http://" + ports[0] + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	url := "http://" + ports[0] + "/hooks/acme/tw"
+	m := carrier.SimMessage{From: "+15555550123", To: "+15555550188", Text: "hi", MessageID: "SM000000000000000000000000000f0001"}
+	if code := send(t, url, "inbound", m, nil); code != http.StatusOK {
+		t.Fatalf("inbound answered %d", code)
+	}
+	dest.next(t, 10*time.Second)
+	if code := send(t, url, "inbound", m, func(r *http.Request) { r.Header.Set("X-Twilio-Signature", "Zm9yZ2Vk") }); code != http.StatusUnauthorized {
+		t.Fatalf("forged inbound answered %d, want 401", code)
+	}
+	waitFor(t, 10*time.Second, "the refusal's log line", func() bool {
+		return strings.Contains(logs.String(), `"msg":"callback refused"`)
+	})
+	_ = cmd.Process.Signal(syscall.SIGTERM) // flushes the log
+	_ = cmd.Wait()
+	for _, line := range jsonLines(t, logs.String()) {
+		if line["level"] == "INFO" || line["level"] == "DEBUG" {
+			t.Errorf("--log-level warn logged: %v", line)
+		}
+	}
 }

@@ -179,6 +179,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	watch := fs.Bool("watch", false, "reload the configuration when the file (or its tenants_dir) changes; SIGHUP reloads it too")
 	every := fs.Duration("watch-interval", time.Second, "how often --watch checks the files")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the whole run to `file`")
+	var level slog.Level
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "least `level` logged: debug, info, warn or error (warn leaves out the line per callback and per delivery attempt)")
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
 	}
@@ -190,7 +192,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	lw := newLogWriter(stderr) // one write for many lines under load
 	defer lw.Close()
-	log := newLoggerFor(stderr, lw)
+	log := newLoggerFor(stderr, lw, level)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {
@@ -255,14 +257,16 @@ func (l *redisLog) Printf(_ context.Context, format string, v ...any) {
 }
 
 // newLogger logs JSON, or text when stderr is a terminal.
-func newLogger(w io.Writer) *slog.Logger { return newLoggerFor(w, w) }
+func newLogger(w io.Writer) *slog.Logger { return newLoggerFor(w, w, slog.LevelInfo) }
 
-// newLoggerFor logs to out, as JSON or, when w is a terminal, as text.
-func newLoggerFor(w, out io.Writer) *slog.Logger {
+// newLoggerFor logs lines of level and above to out, as JSON or, when w is
+// a terminal, as text.
+func newLoggerFor(w, out io.Writer, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(out, nil))
+			return slog.New(slog.NewTextHandler(out, opts))
 		}
 	}
-	return slog.New(slog.NewJSONHandler(out, nil))
+	return slog.New(slog.NewJSONHandler(out, opts))
 }
