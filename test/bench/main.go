@@ -438,6 +438,7 @@ func startGateway(bin string, cfg string) *proc {
 	must(os.WriteFile(file, []byte(cfg), 0o600))
 	args := []string{"serve", "--config", file}
 	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
+		must(os.MkdirAll(dir, 0o755)) // the gateway would not start without it
 		args = append(args, "--cpuprofile", filepath.Join(dir, fmt.Sprintf("gateway-%d.pprof", time.Now().UnixNano())))
 	}
 	return startProc(bin, args, func(line string) (string, bool) {
