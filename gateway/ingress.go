@@ -349,7 +349,13 @@ func (rt *routing) publicURL(r *http.Request) string {
 
 // withoutDefaultPort is host without the port when it is scheme's default.
 func withoutDefaultPort(scheme, host string) string {
-	def := map[string]string{"http": "80", "https": "443"}[scheme]
+	if !hasPort(host) {
+		return host // the common case, without SplitHostPort's error
+	}
+	def := "80"
+	if scheme == "https" {
+		def = "443"
+	}
 	if h, p, err := net.SplitHostPort(host); err == nil && p == def {
 		if strings.Contains(h, ":") {
 			return "[" + h + "]"
