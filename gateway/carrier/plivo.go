@@ -49,16 +49,25 @@ func newPlivo(cfg Config) (Carrier, error) {
 
 // Verify checks V3 when its headers are present, else V2; any of the
 // comma-separated signatures of X-Plivo-Signature-V{2,3} or -Ma-V{2,3} may
-// match. The nonce is returned in Proof, to be remembered for a day.
+// match. The nonce to remember is returned in Proof: the V2 nonce whenever
+// the request carries one, even when V3 is what verified. A request that
+// carries both families could otherwise be replayed with its V3 headers
+// removed and another body: V2 would verify it, and its V2 nonce would
+// never have been seen.
 func (c *Plivo) Verify(r *Request) (Proof, error) {
 	version := "V3"
+	v2Nonce := r.Header.Get("X-Plivo-Signature-V2-Nonce")
 	nonce := r.Header.Get("X-Plivo-Signature-V3-Nonce")
 	if nonce == "" {
-		version, nonce = "V2", r.Header.Get("X-Plivo-Signature-V2-Nonce")
+		version, nonce = "V2", v2Nonce
 	}
 	sigs := r.Header.Get("X-Plivo-Signature-"+version) + "," + r.Header.Get("X-Plivo-Signature-Ma-"+version)
 	if nonce == "" || sigs == "," {
 		return Proof{}, badSignature("plivo", "missing X-Plivo-Signature-V2 (or -V3) and nonce headers")
+	}
+	remember := nonce
+	if v2Nonce != "" {
+		remember = v2Nonce
 	}
 	var u *url.URL
 	for _, cand := range urlCandidates(stripFragment(r.URL)) {
@@ -66,9 +75,9 @@ func (c *Plivo) Verify(r *Request) (Proof, error) {
 		if u, err = url.Parse(cand); err != nil {
 			return Proof{}, badSignature("plivo", "request URL cannot be parsed")
 		}
-		var signed string
+		var signed []string
 		if version == "V2" {
-			signed = u.Scheme + "://" + u.Host + u.Path + nonce
+			signed = []string{u.Scheme + "://" + u.Host + u.Path + nonce}
 		} else {
 			// The SDKs' params are the POST body, or for GET the decoded
 			// query (which then overrides the raw query pairs).
@@ -80,14 +89,19 @@ func (c *Plivo) Verify(r *Request) (Proof, error) {
 			if err != nil {
 				return Proof{}, badSignature("plivo", "parameters are not a valid form, so their V3 signature cannot be computed")
 			}
-			signed = plivoV3String(u, r.Method, firstValues(vs), nonce)
+			signed = []string{plivoV3String(u, r.Method, firstValues(vs), nonce)}
+			if d, ok := plivoV3Decoded(u, r.Method, firstValues(vs), nonce); ok && d != signed[0] {
+				signed = append(signed, d)
+			}
 		}
-		m := hmac.New(sha256.New, c.token)
-		m.Write([]byte(signed))
-		mac := m.Sum(nil)
-		for sig := range strings.SplitSeq(sigs, ",") {
-			if equalBase64(strings.TrimSpace(sig), mac) {
-				return Proof{Nonce: nonce, TTL: plivoNonceTTL}, nil
+		for _, str := range signed {
+			m := hmac.New(sha256.New, c.token)
+			m.Write([]byte(str))
+			mac := m.Sum(nil)
+			for sig := range strings.SplitSeq(sigs, ",") {
+				if equalBase64(strings.TrimSpace(sig), mac) {
+					return Proof{Nonce: remember, TTL: plivoNonceTTL}, nil
+				}
 			}
 		}
 	}
@@ -121,6 +135,48 @@ func plivoV3String(u *url.URL, method string, params map[string]string, nonce st
 		s += plivoSorted(params, get)
 	}
 	return s + "." + nonce
+}
+
+// plivoV3Decoded is the V3 string as Plivo's Python and Node SDKs build it,
+// where they differ from the Go SDK (plivoV3String) and the vectors: the
+// URL's query is decoded (parse_qs, qs.parse), so an escaped character
+// ("%20", "%2F") or an "=" inside a value counts as itself, and a name
+// given several values contributes each, sorted. For GET the decoded query
+// is all the parameters. ok is false when the query is not a valid form.
+func plivoV3Decoded(u *url.URL, method string, params map[string]string, nonce string) (string, bool) {
+	if u.RawQuery == "" {
+		return "", false // no query: the two agree
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return "", false
+	}
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var qs strings.Builder
+	for _, k := range keys {
+		for _, v := range slices.Sorted(slices.Values(q[k])) {
+			if qs.Len() > 0 {
+				qs.WriteByte('&')
+			}
+			qs.WriteString(k + "=" + v)
+		}
+	}
+	s := u.Scheme + "://" + u.Host + u.Path
+	post := method != http.MethodGet && len(params) > 0
+	if qs.Len() > 0 || post {
+		s += "?" + qs.String()
+	}
+	if qs.Len() > 0 && post {
+		s += "."
+	}
+	if post {
+		s += plivoSorted(params, false)
+	}
+	return s + "." + nonce, true
 }
 
 // plivoQueryMap splits a raw query into its k=v pairs, undecoded; pairs

@@ -1,9 +1,13 @@
 package carrier
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"testing"
 
@@ -160,4 +164,132 @@ func TestPlivoParseMedia(t *testing.T) {
 
 func FuzzPlivo(f *testing.F) {
 	fuzzCarrier(f, plivoCfg, "plivo", []string{"X-Plivo-Signature-V2", "X-Plivo-Signature-V3"}, false)
+}
+
+// pyPlivoV3 signs as plivo-python's signature_v3.py does, written out
+// here on its own: the query decoded (parse_qs, keep_blank_values), each
+// name's values sorted and joined k=v&…; for POST "." and the body
+// parameters k1v1…; for GET the query is every parameter.
+func pyPlivoV3(t *testing.T, token, method, rawURL, body, nonce string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pairs []string
+	for k, vs := range q {
+		vs = append([]string(nil), vs...)
+		sort.Strings(vs)
+		var kv []string
+		for _, v := range vs {
+			kv = append(kv, k+"="+v)
+		}
+		pairs = append(pairs, strings.Join(kv, "&"))
+	}
+	sort.Strings(pairs) // names are distinct, so this sorts by name
+	query := strings.Join(pairs, "&")
+	base := u.Scheme + "://" + u.Host + u.Path
+	var s string
+	if method == http.MethodGet {
+		s = base
+		if query != "" {
+			s += "?" + query
+		}
+	} else {
+		p, err := url.ParseQuery(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ks []string
+		for k := range p {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		var ps string
+		for _, k := range ks {
+			ps += k + p.Get(k)
+		}
+		s = base
+		if query != "" || ps != "" {
+			s += "?" + query
+		}
+		if query != "" && ps != "" {
+			s += "."
+		}
+		s += ps
+	}
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte(s + "." + nonce))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// Plivo's SDKs disagree on a V3 URL's query: Go signs its raw pairs (the
+// vectors), Python and Node the decoded values. A callback signed either
+// way verifies: an escaped character, an "=" in a value, a repeated name.
+func TestPlivoV3DecodedQuery(t *testing.T) {
+	c := mustNew(t, plivoCfg)
+	token := plivoCfg.Secret
+	body := "From=15555550100&To=15555550199&MessageUUID=2f6c1a3e&Text=hi&Type=sms"
+	for _, tc := range []struct{ method, url string }{
+		{"POST", "https://hooks.example.com/plivo?ref=sales%20team"},
+		{"POST", "https://hooks.example.com/plivo?ref=a%2Fb&tenant=acme"},
+		{"POST", "https://hooks.example.com/plivo?k=YWJj=="},
+		{"POST", "https://hooks.example.com/plivo?r=b&r=a"},
+		{"GET", "https://hooks.example.com/plivo?ref=a%2Fb&" + body},
+		{"GET", "https://hooks.example.com/plivo?x=2&x=1&" + body},
+	} {
+		r := &Request{Method: tc.method, URL: tc.url, Header: http.Header{}}
+		if tc.method == "POST" {
+			r.Body = []byte(body)
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		r.Header.Set("X-Plivo-Signature-V3-Nonce", "31627761595286130198")
+		r.Header.Set("X-Plivo-Signature-V3", pyPlivoV3(t, token, tc.method, tc.url, string(r.Body), "31627761595286130198"))
+		if _, err := c.Verify(r); err != nil {
+			t.Errorf("%s %s signed as plivo-python does: %v", tc.method, tc.url, err)
+		}
+		if tc.method == "POST" { // still covers the body
+			r.Body = []byte(strings.Replace(body, "Text=hi", "Text=ho", 1))
+			if _, err := c.Verify(r); !errors.Is(err, switchboard.ErrBadSignature) {
+				t.Errorf("%s %s with another body: Verify = %v, want ErrBadSignature", tc.method, tc.url, err)
+			}
+		}
+	}
+}
+
+// A callback carrying both V2 and V3 is verified with V3, and its V2 nonce
+// is the one remembered: a replay with the V3 headers removed and another
+// body (V2 does not cover it) then finds its nonce seen.
+func TestPlivoRemembersV2NonceWithV3(t *testing.T) {
+	c := mustNew(t, plivoCfg)
+	v3 := loadFixture(t, "plivo", "inbound-v3")
+	both := clone(v3)
+	u, err := url.Parse(both.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const v2Nonce = "99999999999999999999" // another nonce than V3's
+	m := hmac.New(sha256.New, []byte(plivoCfg.Secret))
+	m.Write([]byte(u.Scheme + "://" + u.Host + u.Path + v2Nonce))
+	both.Header.Set("X-Plivo-Signature-V2", base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	both.Header.Set("X-Plivo-Signature-V2-Nonce", v2Nonce)
+	p, err := c.Verify(both)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stripped := clone(both)
+	stripped.Header.Del("X-Plivo-Signature-V3")
+	stripped.Header.Del("X-Plivo-Signature-V3-Nonce")
+	stripped.Body = []byte("From=15555550100&To=15555550199&MessageUUID=forged&Text=wire+the+money&Type=sms")
+	q, err := c.Verify(stripped)
+	if err != nil {
+		t.Fatalf("the stripped request verifies with V2 (as it does at Plivo): %v", err)
+	}
+	if p.Nonce != q.Nonce {
+		t.Errorf("genuine request remembers nonce %q, the V3-stripped replay is checked against %q: the replay would be accepted", p.Nonce, q.Nonce)
+	}
 }
