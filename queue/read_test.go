@@ -283,6 +283,30 @@ func TestReclaimOrderedReads(t *testing.T) {
 	})
 }
 
+// TestReclaimHeldTwice: a held head (held in place while its destination
+// was ordered) keeps its hold's attempts when the instance that reclaimed
+// it stops too: the next reclaim counts them and the lost attempt.
+func TestReclaimHeldTwice(t *testing.T) {
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		mustEnqueue(t, s, entry(1, "a"))
+		jobs := mustRead(t, s, OrderedConsumer("c1"), map[string]int{"a": 1})
+		if err := s.Hold(ctx, &jobs[0], 3, time.Now(), "boom"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Reclaim(ctx, tenant, "c2", []string{"a"}, 0, 10)
+		if err != nil || len(got) != 1 || got[0].Attempts != 3 || got[0].LastError != "boom" {
+			t.Fatalf("first Reclaim = %+v, %v; want the job with its 3 held attempts", got, err)
+		}
+		for i, consumer := range []string{"c3", "c4"} { // c2, then c3, stop mid-attempt
+			got, err = s.Reclaim(ctx, tenant, consumer, []string{"a"}, 0, 10)
+			if want := 4 + i; err != nil || len(got) != 1 || got[0].Attempts != want {
+				t.Fatalf("Reclaim by %s = %+v, %v; want the job with %d attempts", consumer, got, err, want)
+			}
+		}
+	})
+}
+
 func TestRelease(t *testing.T) {
 	t.Parallel()
 	s, rdb, _ := mustStore(t)

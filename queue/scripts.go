@@ -268,8 +268,9 @@ return {#due, tonumber(nx[2])}
 // its delivery counter keeps the count for a later claim. A job an ordered
 // destination held in place (it was ordered until a reload) counts the
 // attempts of its hold record instead, with its last error, and the record
-// goes; one it read but never attempted (pending for an "ord:" consumer,
-// OrderedConsumer) counts none.
+// goes (the delivery counter then carries its count, less the entry's own,
+// for a later claim); one it read but never attempted (pending for an
+// "ord:" consumer, OrderedConsumer) counts none.
 //
 // Returns {key, entries, key, entries, ...} for streams with claimed jobs.
 var reclaimScript = redis.NewScript(`
@@ -308,12 +309,18 @@ for k = 1, n do
         if hold then
           local a, rest = string.match(hold, '^([^|]*)|(.*)$')
           local err = string.match(rest or '', '^[^|]*|(.*)$')
+          local stored = 0
+          for i = 1, #f, 2 do
+            if f[i] == 'a' then stored = tonumber(f[i + 1]) or 0 end
+          end
           set(f, 'a', a or '0')
           if err and err ~= '' then set(f, 'e', err) end
           redis.call('HDEL', holds, e[1])
-          fresh[#fresh + 1] = e[1]
+          -- the record goes: should this claim be lost too, the next one
+          -- counts the stored attempts plus this counter
+          fresh[#fresh + 1] = {e[1], math.max(1, (tonumber(a) or 0) + 1 - stored)}
         elseif lost[e[1]] == 0 then
-          fresh[#fresh + 1] = e[1]
+          fresh[#fresh + 1] = {e[1], 1}
         else
           local a = 0
           for i = 1, #f, 2 do
@@ -328,9 +335,10 @@ for k = 1, n do
       if not got[id] then redis.call('XACK', key, 'sb', id) end
     end
     -- Counted afresh from here: this claim is the one hand-out (the
-    -- earlier ones were ordered reads, or are in the attempts given).
-    for _, id in ipairs(fresh) do
-      redis.call('XCLAIM', key, 'sb', ARGV[1], 0, id, 'RETRYCOUNT', 1, 'JUSTID')
+    -- earlier ones were ordered reads, or are in the attempts given), on
+    -- top of a held job's attempts, which its stream entry lacks.
+    for _, fc in ipairs(fresh) do
+      redis.call('XCLAIM', key, 'sb', ARGV[1], 0, fc[1], 'RETRYCOUNT', fc[2], 'JUSTID')
     end
     if #live > 0 then
       out[#out + 1] = key
