@@ -231,6 +231,15 @@ func (m *metrics) attempt(tenant, dest string, attempt int, outcome string, late
 	}
 }
 
+// lostAttempt counts an attempt whose instance stopped before recording
+// its outcome, now decided: deliveries_total only (there is no latency).
+func (m *metrics) lostAttempt(tenant, dest, outcome string) {
+	if m == nil {
+		return
+	}
+	m.deliveries.WithLabelValues(tenant, dest, outcome).Inc()
+}
+
 func (m *metrics) rateLimited(tenant, dest string) {
 	if m == nil {
 		return
@@ -380,8 +389,13 @@ func (s *Server) observe(tid string) func(dest string, j *queue.Job, o delivery.
 	return func(dest string, j *queue.Job, o delivery.Outcome, d delivery.Decision, latency time.Duration) {
 		attempt := j.Attempts + 1
 		outcome := outcomeName(d.Action)
-		s.metrics.attempt(tid, dest, attempt, outcome, latency)
-		s.tracing.attempt(tid, dest, j, attempt, o, outcome, latency)
+		if o.Result == delivery.Lost {
+			// made by an instance that stopped: no request to time or trace
+			s.metrics.lostAttempt(tid, dest, outcome)
+		} else {
+			s.metrics.attempt(tid, dest, attempt, outcome, latency)
+			s.tracing.attempt(tid, dest, j, attempt, o, outcome, latency)
+		}
 		s.attempts.Record(tid, j.EventID, queue.Attempt{
 			Time: time.Now().Add(-latency), Destination: dest, Attempt: attempt, StatusCode: o.Status,
 			Latency: latency, Outcome: outcome, Error: o.Err,

@@ -20,6 +20,9 @@ const (
 	Delivered Result = iota // 2xx
 	Failed                  // worth retrying
 	Gone                    // 410: dead-letter at once
+	// Lost: made by an instance that stopped before recording what came
+	// of it; known only by the count queue.Reclaim keeps (Worker.buryLost).
+	Lost
 )
 
 // Outcome classifies one attempt.

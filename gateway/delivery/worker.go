@@ -44,7 +44,9 @@ type Worker struct {
 	// Acker, when not nil, acknowledges delivered jobs in shared pipelines;
 	// nil acknowledges each on its own.
 	Acker *queue.Acker
-	// Observe, when not nil, is called after every attempt.
+	// Observe, when not nil, is called after every attempt, and for a job
+	// dead-lettered because its attempts were lost (buryLost) with the last
+	// of them: Result Lost, j.Attempts+1 its number, no latency.
 	Observe func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration)
 	// RateLimited, when not nil, is called each time a destination with
 	// free slots starts being held because its rate limit, or the tenant's
@@ -407,6 +409,12 @@ func (w *Worker) buryLost(ctx context.Context, j *queue.Job) {
 	if err != nil {
 		w.Log.Error("recording delivery outcome failed; the job will be reclaimed", "tenant", w.id,
 			"destination", j.Destination, "event_id", j.EventID, "err", err)
+		return
+	}
+	if w.Observe != nil && j.Attempts > 0 {
+		last := *j
+		last.Attempts-- // the last lost attempt is the one reported
+		w.Observe(j.Destination, &last, Outcome{Result: Lost, Err: lostAttempts}, Decision{Action: DeadLetter}, 0)
 	}
 }
 

@@ -33,6 +33,7 @@ type attempt struct {
 	attempt int
 	status  int
 	at      time.Time
+	lost    bool // Result Lost: reported by buryLost, not made
 }
 
 // rig is a worker (or several, sharing one Redis) for one tenant, with
@@ -103,7 +104,7 @@ func (r *rig) startWith(tenant *policy.Tenant, consumer, scope string, set func(
 		Observe: func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			r.attempts = append(r.attempts, attempt{dest: dest, event: j.EventID, attempt: j.Attempts + 1, status: o.Status, at: time.Now()})
+			r.attempts = append(r.attempts, attempt{dest: dest, event: j.EventID, attempt: j.Attempts + 1, status: o.Status, at: time.Now(), lost: o.Result == Lost})
 		},
 	}
 	if set != nil {
@@ -413,10 +414,23 @@ func TestReclaimedAttemptsCount(t *testing.T) {
 	r.start(tenant, "c1", "")
 	waitFor(t, 10*time.Second, "the dead letter and the delivery", func() bool {
 		n, _ := r.rdb.XLen(ctx, "sb:{acme}:dlq").Result()
-		return n == 1 && calls.Load() == 1 && len(r.made("app")) == 1 // recorded after the receiver counted it
+		return n == 1 && calls.Load() == 1 && len(r.made("app")) == 2 // recorded after the receiver counted it
 	})
-	if a := r.made("app"); len(a) != 1 || a[0].event != ids[1] || a[0].attempt != 2 {
-		t.Errorf("attempts = %+v, want one: %s as attempt 2", a, ids[1])
+	// Observed: the delivery, and the dead letter as the last lost attempt
+	// (metrics and the event's history count it).
+	var made, lost []attempt
+	for _, a := range r.made("app") {
+		if a.lost {
+			lost = append(lost, a)
+		} else {
+			made = append(made, a)
+		}
+	}
+	if len(made) != 1 || made[0].event != ids[1] || made[0].attempt != 2 {
+		t.Errorf("attempts made = %+v, want one: %s as attempt 2", made, ids[1])
+	}
+	if len(lost) != 1 || lost[0].event != ids[0] || lost[0].attempt != 2 {
+		t.Errorf("lost attempts reported = %+v, want %s's attempt 2", lost, ids[0])
 	}
 	dl, err := r.store.DLQList(ctx, "acme", "app", 10)
 	if err != nil || len(dl) != 1 {
