@@ -66,6 +66,7 @@ const (
 	fLastErr  = "e" // error of the last attempt
 	fDest     = "d" // destination (dead letters only)
 	fFailedAt = "f" // dead-lettered at, unix ms (dead letters only)
+	fDue      = "w" // not before, unix ms (reclaimed held jobs only)
 )
 
 // Store is the Redis side of Switchboard. It is safe for concurrent use,
@@ -106,6 +107,10 @@ type Job struct {
 	EnqueuedAt  time.Time
 	TraceParent string // empty if none
 	LastError   string // error of the previous attempt; empty on the first
+	// Due, when not zero, is when the next attempt was due: set by Reclaim
+	// for a job held in place (by an ordered destination) while it waited
+	// for its retry, which must still wait (Retry) if that is to come.
+	Due time.Time
 }
 
 // fields returns j's stream fields with attempts and lastErr, appended to
@@ -150,6 +155,8 @@ func (j *Job) setField(f, v string) {
 		j.TraceParent = v
 	case fLastErr:
 		j.LastError = v
+	case fDue:
+		j.Due = parseMillis(v)
 	}
 }
 

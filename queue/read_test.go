@@ -291,12 +291,13 @@ func TestReclaimHeldTwice(t *testing.T) {
 		ctx := ctxT(t)
 		mustEnqueue(t, s, entry(1, "a"))
 		jobs := mustRead(t, s, OrderedConsumer("c1"), map[string]int{"a": 1})
-		if err := s.Hold(ctx, &jobs[0], 3, time.Now(), "boom"); err != nil {
+		due := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
+		if err := s.Hold(ctx, &jobs[0], 3, due, "boom"); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Reclaim(ctx, tenant, "c2", []string{"a"}, 0, 10)
-		if err != nil || len(got) != 1 || got[0].Attempts != 3 || got[0].LastError != "boom" {
-			t.Fatalf("first Reclaim = %+v, %v; want the job with its 3 held attempts", got, err)
+		if err != nil || len(got) != 1 || got[0].Attempts != 3 || got[0].LastError != "boom" || !got[0].Due.Equal(due) {
+			t.Fatalf("first Reclaim = %+v, %v; want the job with its 3 held attempts, due %v", got, err, due)
 		}
 		for i, consumer := range []string{"c3", "c4"} { // c2, then c3, stop mid-attempt
 			got, err = s.Reclaim(ctx, tenant, consumer, []string{"a"}, 0, 10)

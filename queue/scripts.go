@@ -267,8 +267,8 @@ return {#due, tonumber(nx[2])}
 // so that max_attempts counts them too; the stored entry is unchanged, and
 // its delivery counter keeps the count for a later claim. A job an ordered
 // destination held in place (it was ordered until a reload) counts the
-// attempts of its hold record instead, with its last error, and the record
-// goes (the delivery counter then carries its count, less the entry's own,
+// attempts of its hold record instead, with its last error and when its
+// next attempt is due ('w'), and the record goes (the delivery counter then carries its count, less the entry's own,
 // for a later claim); one it read but never attempted (pending for an
 // "ord:" consumer, OrderedConsumer) counts none.
 //
@@ -308,13 +308,14 @@ for k = 1, n do
         local hold = redis.call('HGET', holds, e[1])
         if hold then
           local a, rest = string.match(hold, '^([^|]*)|(.*)$')
-          local err = string.match(rest or '', '^[^|]*|(.*)$')
+          local due, err = string.match(rest or '', '^([^|]*)|(.*)$')
           local stored = 0
           for i = 1, #f, 2 do
             if f[i] == 'a' then stored = tonumber(f[i + 1]) or 0 end
           end
           set(f, 'a', a or '0')
           if err and err ~= '' then set(f, 'e', err) end
+          if due and due ~= '' and due ~= '0' then set(f, 'w', due) end
           redis.call('HDEL', holds, e[1])
           -- the record goes: should this claim be lost too, the next one
           -- counts the stored attempts plus this counter

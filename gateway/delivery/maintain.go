@@ -65,7 +65,7 @@ func (w *Worker) maintain(ctx context.Context) {
 			}
 			var jobs []queue.Job
 			jobs, err = w.Store.Reclaim(ctx, w.id, w.Consumer, dests, vis, 256)
-			w.dispatch(ctx, st, jobs)
+			w.dispatch(ctx, st, w.waitDue(ctx, jobs, now))
 		}
 		if err == nil && now.Sub(lastPrune) >= cmp.Or(w.pruneEvery, pruneEvery) {
 			lastPrune = now
@@ -110,4 +110,32 @@ func (w *Worker) maintain(ctx context.Context) {
 		case <-w.retried:
 		}
 	}
+}
+
+// waitDue moves the reclaimed jobs whose next attempt is not due yet (held
+// in place with a backoff by a destination that was ordered until a
+// reload) to the retry set, due when they were, and returns the others.
+// One that cannot be moved now stays pending, to be reclaimed again.
+func (w *Worker) waitDue(ctx context.Context, jobs []queue.Job, now time.Time) []queue.Job {
+	ready := jobs[:0]
+	moved := false
+	for _, j := range jobs {
+		if !j.Due.After(now) {
+			ready = append(ready, j)
+			continue
+		}
+		if err := w.Store.Retry(ctx, &j, j.Attempts, j.Due, j.LastError); err != nil {
+			w.Log.Warn("moving a reclaimed job to its retry failed; it is reclaimed again later", "tenant", w.id,
+				"destination", j.Destination, "event_id", j.EventID, "err", err)
+			continue
+		}
+		moved = true
+	}
+	if moved {
+		select { // maintain promotes it when due, not at its next tick
+		case w.retried <- struct{}{}:
+		default:
+		}
+	}
+	return ready
 }

@@ -441,6 +441,51 @@ func TestReclaimedAttemptsCount(t *testing.T) {
 	}
 }
 
+// TestReclaimedHeldJobWaits: a job held in place with a backoff (its
+// destination was ordered until a reload) and reclaimed by a worker of the
+// now unordered destination waits for its retry's due time, with its
+// attempts, instead of being attempted at once.
+func TestReclaimedHeldJobWaits(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var calls atomic.Int64
+	rcv := receiver(t, func() int { calls.Add(1); return http.StatusOK })
+	tenant := loadTenant(t, tenantYAML("", fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s}
+`, rcv.URL, testSecret)))
+	ctx := context.Background()
+	r.enqueue(1, "app")
+	jobs, err := r.store.Read(ctx, "acme", queue.OrderedConsumer("gone"), map[string]int{"app": 1}, 0)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Read = %v, %v", jobs, err)
+	}
+	due := time.Now().Add(time.Hour)
+	if err := r.store.Hold(ctx, &jobs[0], 2, due, "HTTP 500"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.rdb.Do(ctx, "XCLAIM", "sb:{acme}:d:app", "sb", queue.OrderedConsumer("gone"), 0, jobs[0].ID, "IDLE", 3600000, "JUSTID").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.start(tenant, "c1", "")
+	var score float64
+	waitFor(t, 10*time.Second, "the job in the retry set", func() bool {
+		zs, _ := r.rdb.ZRangeWithScores(ctx, "sb:{acme}:retry", 0, -1).Result()
+		if len(zs) == 1 {
+			score = zs[0].Score
+		}
+		return len(zs) == 1
+	})
+	if got := time.UnixMilli(int64(score)); got.Sub(due).Abs() > time.Millisecond {
+		t.Errorf("retry due %v, want the hold's %v", got, due)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("%d attempts made before the job was due", n)
+	}
+	if n, _ := r.rdb.XLen(ctx, "sb:{acme}:d:app").Result(); n != 0 {
+		t.Errorf("stream still holds %d entries", n)
+	}
+}
+
 // TestWorkerPrunesGoneConsumers: a worker removes, now and then, the
 // consumers of its destinations that are gone (no job held, idle), and
 // keeps itself and those holding jobs.
