@@ -183,11 +183,13 @@ func afterPlus(s string, i int) bool {
 }
 
 // spacedNumber reads, from s[i] (the first digit after a '+'), a phone
-// number written in groups: digit runs joined by one or two separators (a
-// space, '-', '.', '(' or ')', or as a URL encodes them "%20", "+", "%28",
-// "%29"), as in "+1 (415) 555-0123". It returns where the number ends and
-// its digits; ok is false unless 8–15 digits stand in two groups or more,
-// with no digit right after.
+// number written in groups: digit runs joined by up to three separators (a
+// space, '-', '.', '/', '(' or ')', or as a URL encodes them "%20", "+",
+// "%28", "%29"), as in "+1 (415) 555-0123" or "+1 - 415 - 555 - 0123". It
+// returns where the number ends and its digits; ok is false unless 8–15
+// digits stand in two groups or more. Groups that would make it longer than
+// 15 digits are left after it (digits that follow a number are no reason
+// to log it whole).
 func spacedNumber(s string, i int) (end int, digits []byte, ok bool) {
 	groups, j := 0, i
 	for {
@@ -195,14 +197,18 @@ func spacedNumber(s string, i int) (end int, digits []byte, ok bool) {
 		for k < len(s) && isDigit(s[k]) {
 			k++
 		}
+		if len(digits)+k-j > 15 {
+			break // ends before this group
+		}
 		digits = append(digits, s[j:k]...)
 		groups++
 		end = k
-		if len(digits) > 15 {
-			return 0, nil, false
-		}
-		n := separatorLen(s, k)
-		if m := separatorLen(s, k+n); n > 0 && m > 0 {
+		n := 0
+		for sep := 0; sep < 3; sep++ {
+			m := separatorLen(s, k+n)
+			if m == 0 {
+				break
+			}
 			n += m
 		}
 		if n == 0 || k+n >= len(s) || !isDigit(s[k+n]) {
@@ -220,7 +226,7 @@ func separatorLen(s string, k int) int {
 		return 0
 	}
 	switch s[k] {
-	case ' ', '-', '.', '(', ')', '+':
+	case ' ', '-', '.', '/', '(', ')', '+':
 		return 1
 	case '%':
 		if k+2 < len(s) {

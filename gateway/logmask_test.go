@@ -41,9 +41,14 @@ func TestMaskNumbers(t *testing.T) {
 		{"note=call%20me%20at%20%2B1%20415%20555%200123&q=1", "note=call%20me%20at%20%2B1415***0123&q=1"},
 		{"From=%2B44+20+7946+0958&x=1", "From=%2B4420***0958&x=1"},
 		{"+44.20.7946.0958", "+4420***0958"},
-		// Too few or too many digits, or one group only: not a grouped number.
+		{"+1 - 415 - 555 - 0123", "+1415***0123"},
+		{"tel:+1/415/555/0123", "tel:+1415***0123"},
+		// Digits after a number: masked with it, up to 15; the rest kept.
+		{"+44 20 7946 0958 10 30", "+4420***5810 30"},
+		{"+1 415 555 01 23 45 67 89", "+1415***4567 89"},
+		{"+1 234 567 890 123 456 7", "+1234***0123 456 7"},
+		// Too few digits, or one group only: not a grouped number.
 		{"+1 2 3 and 4", "+1 2 3 and 4"},
-		{"+1 234 567 890 123 456 7", "+1 234 567 890 123 456 7"},
 		{"retry +1 in 5s", "retry +1 in 5s"},
 		{"", ""},
 	} {
