@@ -54,7 +54,7 @@ func newAdmin(s *Server) *admin {
 	a.mux.HandleFunc("GET /admin/v1/tenants/{tenant}/events", a.eventsFind)
 	a.mux.HandleFunc("GET /admin/v1/tenants/{tenant}/events/{id}", a.eventGet)
 	a.mux.HandleFunc("POST /admin/v1/tenants/{tenant}/recover", a.recover)
-	a.mux.HandleFunc("/admin/v1/", func(w http.ResponseWriter, r *http.Request) {
+	a.mux.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
 		if allow := a.methodsFor(r); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
 			adminError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here (allowed: "+strings.Join(allow, ", ")+")")
@@ -73,7 +73,7 @@ func (a *admin) methodsFor(r *http.Request) []string {
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
-		if _, pattern := a.mux.Handler(probe); pattern != "/admin/v1/" && pattern != "" {
+		if _, pattern := a.mux.Handler(probe); pattern != "/admin/" && pattern != "" {
 			allow = append(allow, m)
 		}
 	}
@@ -223,15 +223,20 @@ func storeCtx(r *http.Request) (context.Context, context.CancelFunc) {
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, adminMaxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		adminError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
+	err := dec.Decode(v)
+	if err == nil {
+		if err = dec.Decode(&struct{}{}); err == io.EOF {
+			return true
+		} else if err == nil {
+			err = errors.New("more than one value")
+		}
+	}
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		adminError(w, http.StatusRequestEntityTooLarge, "body over 1 MiB")
 		return false
 	}
-	if dec.Decode(&struct{}{}) != io.EOF {
-		adminError(w, http.StatusBadRequest, "bad JSON body: more than one value")
-		return false
-	}
-	return true
+	adminError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
+	return false
 }
 
 func (a *admin) openapi(w http.ResponseWriter, r *http.Request) {

@@ -266,6 +266,21 @@ func TestAdminAPI(t *testing.T) {
 		if _, b := f.do(t, rootToken, "PUT", "/admin/v1/tenants/acme/dlq", nil); !strings.Contains(string(b), "(allowed: GET, DELETE)") {
 			t.Errorf("405 body = %s, want it to name GET, DELETE", b)
 		}
+		// Outside /admin/v1/ too, errors are the API's JSON.
+		for _, path := range []string{"/admin/", "/admin/v2/x"} {
+			code, b := f.do(t, rootToken, "GET", path, nil)
+			var e struct {
+				Error string `json:"error"`
+			}
+			if code != http.StatusNotFound || json.Unmarshal(b, &e) != nil || e.Error == "" {
+				t.Errorf("GET %s = %d %s, want 404 with a JSON error", path, code, b)
+			}
+		}
+		// A body over the limit is 413 (DESIGN), not a 400.
+		big := map[string]any{"ids": []string{strings.Repeat("1", adminMaxBody)}}
+		if code, b := f.do(t, rootToken, "POST", "/admin/v1/tenants/acme/dlq/replay", big); code != http.StatusRequestEntityTooLarge {
+			t.Errorf("replay with a body over 1 MiB = %d %s, want 413", code, b)
+		}
 		var out struct {
 			Tenants []struct {
 				ID           string `json:"id"`

@@ -107,9 +107,41 @@ func (h *pullHub) shutdown() {
 }
 
 func (g *Gateway) pullRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/pull/{tenant}/{destination}", g.pullPoll)
+	mux.HandleFunc("GET /v1/pull/{tenant}/{destination}", getOnly(g.pullPoll))
 	mux.HandleFunc("POST /v1/pull/{tenant}/{destination}/ack", g.pullAck)
-	mux.HandleFunc("GET /v1/pull/{tenant}/{destination}/stream", g.pullStream)
+	mux.HandleFunc("GET /v1/pull/{tenant}/{destination}/stream", getOnly(g.pullStream))
+	// Anything else under /v1/pull/ gets a JSON error like the API's own:
+	// 405 with Allow for a known path, else 404.
+	mux.HandleFunc("/v1/pull/", func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/v1/pull/" && pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			pullError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here (allowed: "+strings.Join(allow, ", ")+")")
+			return
+		}
+		pullError(w, http.StatusNotFound, "no such pull endpoint: /v1/pull/{tenant}/{destination}[/ack|/stream]")
+	})
+}
+
+// getOnly refuses HEAD, which a GET pattern also matches: a HEAD of the
+// long-poll or the stream would hand out events (spending an attempt of
+// each) that nobody receives, say to a monitor probing the URL.
+func getOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			pullError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here (allowed: GET): it would hand out events")
+			return
+		}
+		h(w, r)
+	}
 }
 
 // noPull stands in for a destination that does not exist or is not type
@@ -262,21 +294,26 @@ func (g *Gateway) pullAck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		Receipts []string `json:"receipts"`
+		Receipts *[]string `json:"receipts"`
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		pullError(w, http.StatusRequestEntityTooLarge, "body over 1 MiB")
+		return
+	}
 	if err == nil {
 		err = json.Unmarshal(body, &req)
 	}
 	switch {
-	case err != nil:
+	case err != nil || req.Receipts == nil:
 		pullError(w, http.StatusBadRequest, `body must be JSON: {"receipts": ["…"]}`)
 		return
-	case len(req.Receipts) > pullMaxReceipts:
+	case len(*req.Receipts) > pullMaxReceipts:
 		pullError(w, http.StatusBadRequest, fmt.Sprintf("at most %d receipts per acknowledgement", pullMaxReceipts))
 		return
 	}
-	invalid, err := g.store.PullAck(r.Context(), tid, d.ID, req.Receipts)
+	receipts := *req.Receipts
+	invalid, err := g.store.PullAck(r.Context(), tid, d.ID, receipts)
 	if err != nil {
 		g.log.Error("pull ack failed", "tenant", tid, "destination", d.ID, "err", err.Error())
 		w.Header().Set("Retry-After", "1")
@@ -286,11 +323,11 @@ func (g *Gateway) pullAck(w http.ResponseWriter, r *http.Request) {
 	if invalid == nil {
 		invalid = []string{}
 	}
-	if acked := len(req.Receipts) - len(invalid); acked > 0 {
+	if acked := len(receipts) - len(invalid); acked > 0 {
 		g.metrics.pulled(tid, d.ID, acked, 0)
 		g.pulls.notify(tid) // a stream at its cap may go on
 	}
-	pullJSON(w, http.StatusOK, map[string]any{"acked": len(req.Receipts) - len(invalid), "invalid": invalid})
+	pullJSON(w, http.StatusOK, map[string]any{"acked": len(receipts) - len(invalid), "invalid": invalid})
 }
 
 // pullStream serves GET …/stream as Server-Sent Events: each hand-out is
@@ -411,12 +448,8 @@ func pullWait(s string) (time.Duration, error) {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil {
-		n, nerr := strconv.Atoi(s)
-		if nerr == nil && (n < 0 || n > int(pullMaxWait/time.Second)) {
-			nerr = errors.New("out of range") // before it could overflow a Duration
-		}
-		d, err = time.Duration(n)*time.Second, nerr
+	if err != nil && s[len(s)-1] >= '0' && s[len(s)-1] <= '9' {
+		d, err = time.ParseDuration(s + "s") // a bare number is seconds ("0.5" too); overflow is an error
 	}
 	if err != nil || d < 0 || d > pullMaxWait {
 		return 0, errors.New("wait must be a duration (like 500ms or 30s) of at most 30s")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -206,6 +207,10 @@ func TestPullLongPollAndAck(t *testing.T) {
 	if d := f.poll(t, "?wait=700ms"); len(d.Events) != 0 || time.Since(start) < 600*time.Millisecond {
 		t.Fatalf("poll with nothing left = %+v after %v, want empty after the wait", d, time.Since(start))
 	}
+	start = time.Now() // a bare number is seconds, a fraction too
+	if d := f.poll(t, "?wait=0.5"); len(d.Events) != 0 || time.Since(start) < 400*time.Millisecond {
+		t.Fatalf("poll ?wait=0.5 = %+v after %v, want empty after half a second", d, time.Since(start))
+	}
 
 	code, body, _ := f.do(t, "POST", "/v1/pull/acme/inbox/ack", pullToken,
 		map[string]any{"receipts": []string{a.Events[0].Receipt, b.Events[0].Receipt, "bogus"}})
@@ -357,4 +362,50 @@ func TestPullStreamAndResume(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(string(body), `"acked":2`) || !strings.Contains(string(body), id3) {
 		t.Fatalf("ack = %d %s, want two acked and the stale receipt of three invalid", code, body)
 	}
+}
+
+// TestPullMethodsAndBodies: a HEAD of the long-poll or the stream hands
+// nothing out (405); other methods and unknown paths under /v1/pull/ get
+// the API's JSON errors; an acknowledgement without receipts is a 400, one
+// over 1 MiB a 413.
+func TestPullMethodsAndBodies(t *testing.T) {
+	f := mustPullGateway(t, "30s")
+	f.inbound(t, "one")
+	for _, path := range []string{"/v1/pull/acme/inbox?max=5", "/v1/pull/acme/inbox/stream"} {
+		code, _, hdr := f.do(t, "HEAD", path, pullToken, nil)
+		if code != http.StatusMethodNotAllowed || hdr.Get("Allow") != "GET" {
+			t.Errorf("HEAD %s = %d Allow %q, want 405 Allow GET", path, code, hdr.Get("Allow"))
+		}
+	}
+	if a := f.poll(t, "?max=5"); len(a.Events) != 1 || a.Events[0].Attempt != 1 {
+		t.Fatalf("poll after the HEADs = %+v, want the event as attempt 1 (a HEAD handed it out)", a.Events)
+	}
+	jsonErr := func(what string, want int, code int, body []byte) {
+		t.Helper()
+		var e struct {
+			Error string `json:"error"`
+		}
+		if code != want || json.Unmarshal(body, &e) != nil || e.Error == "" {
+			t.Errorf("%s = %d %s, want %d with a JSON error", what, code, body, want)
+		}
+	}
+	code, body, hdr := f.do(t, "POST", "/v1/pull/acme/inbox", pullToken, nil)
+	jsonErr("POST on the long-poll", http.StatusMethodNotAllowed, code, body)
+	if hdr.Get("Allow") != "GET" {
+		t.Errorf("POST on the long-poll: Allow %q, want GET", hdr.Get("Allow"))
+	}
+	code, body, hdr = f.do(t, "GET", "/v1/pull/acme/inbox/ack", pullToken, nil)
+	jsonErr("GET on ack", http.StatusMethodNotAllowed, code, body)
+	if hdr.Get("Allow") != "POST" {
+		t.Errorf("GET on ack: Allow %q, want POST", hdr.Get("Allow"))
+	}
+	code, body, _ = f.do(t, "GET", "/v1/pull/acme/inbox/nosuch", pullToken, nil)
+	jsonErr("an unknown path", http.StatusNotFound, code, body)
+	for _, b := range []any{map[string]any{}, map[string]any{"receipts": nil}, nil} {
+		code, body, _ = f.do(t, "POST", "/v1/pull/acme/inbox/ack", pullToken, b)
+		jsonErr(fmt.Sprintf("ack with %v", b), http.StatusBadRequest, code, body)
+	}
+	big := map[string]any{"receipts": []string{strings.Repeat("1", 2<<20)}}
+	code, body, _ = f.do(t, "POST", "/v1/pull/acme/inbox/ack", pullToken, big)
+	jsonErr("ack over 1 MiB", http.StatusRequestEntityTooLarge, code, body)
 }
