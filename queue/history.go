@@ -223,6 +223,9 @@ func (s *Store) histories(ctx context.Context, tenant string, ids []string) ([]H
 				Latency: time.Duration(r.Latency) * time.Microsecond, Outcome: r.Outcome, Error: r.Error,
 			})
 		}
+		// Recorded as they end, each with the time it started: attempts
+		// to two destinations that overlap end in either order.
+		slices.SortStableFunc(ev.Attempts, func(a, b Attempt) int { return a.Time.Compare(b.Time) })
 		out = append(out, ev)
 	}
 	return out, nil

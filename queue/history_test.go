@@ -177,6 +177,21 @@ func TestHistoryAttempts(t *testing.T) {
 		if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
 			t.Errorf("attempts TTL = %v (%v), want the event's", ttl, err)
 		}
+		// Recorded as they end: one that started earlier but ended later
+		// (another destination's, slower) is still listed by its start.
+		mustEnqueue(t, s, historyEntry(2, time.Now(), "", "crm", "app"))
+		for _, a := range []Attempt{
+			{Time: at.Add(2 * time.Millisecond), Destination: "crm", Attempt: 1, Outcome: "delivered"},
+			{Time: at.Add(time.Millisecond), Destination: "app", Attempt: 1, Outcome: "delivered"},
+		} {
+			if err := s.RecordAttempt(ctx, tenant, "evt_0002", a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h, _, err = s.History(ctx, tenant, "evt_0002")
+		if err != nil || len(h.Attempts) != 2 || h.Attempts[0].Destination != "app" || h.Attempts[1].Destination != "crm" {
+			t.Errorf("attempts = %+v, %v; want app's then crm's, oldest first", h.Attempts, err)
+		}
 	})
 }
 
