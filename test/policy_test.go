@@ -195,10 +195,23 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve"}, "--config is required"},
 		{[]string{"dlq", "list", "--tenant", "acme"}, "--config is required"},
 		{[]string{"sink", "--secret", demoSecret, "--status", "99"}, "--status 99 is not an HTTP status code"},
+		{[]string{"dlq", "list", "--config", "x.yaml", "--tenant", "acme", "--limit", "-1"}, "--limit must be 0 (every entry) or more"},
 	} {
 		_, errOut, code := runCLI(t, c.args...)
 		if code != 2 || !strings.Contains(errOut, c.want) {
 			t.Errorf("%v: exit %d %q, want exit 2 and %q", c.args, code, errOut, c.want)
+		}
+	}
+}
+
+// TestAdminServerURLUsage: an --server that is no http(s) URL is a usage
+// error (exit 2), not an API that could not be reached (1).
+func TestAdminServerURLUsage(t *testing.T) {
+	t.Setenv("SWITCHBOARD_ADMIN_TOKEN", "some-token")
+	for _, server := range []string{"http://[::1", "ftp://host:21", "http://"} {
+		_, errOut, code := runCLI(t, "admin", "tenants", "--server", server)
+		if code != 2 || !strings.Contains(errOut, "is not an http(s) URL") {
+			t.Errorf("--server %q: exit %d %q, want exit 2 and what is wrong", server, code, errOut)
 		}
 	}
 }

@@ -130,6 +130,10 @@ func (c *adminCmd) ready(needTenant bool) bool {
 		c.server = "http://" + c.server
 	}
 	c.server = strings.TrimRight(c.server, "/")
+	if u, err := url.Parse(c.server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fmt.Fprintf(c.stderr, "--server %q is not an http(s) URL\n", c.server)
+		return false
+	}
 	c.client = &http.Client{Timeout: 60 * time.Second}
 	return true
 }

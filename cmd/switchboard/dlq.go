@@ -64,6 +64,10 @@ func cmdDLQ(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "--tenant is required")
 		return 2
 	}
+	if limit < 0 {
+		fmt.Fprintln(stderr, "--limit must be 0 (every entry) or more")
+		return 2
+	}
 	if action != "list" && (len(ids) == 0) == !all {
 		fmt.Fprintln(stderr, "give either --id (one or more) or --all")
 		return 2
