@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The outcomes of a delivery. Each moves a job that is pending in its stream
@@ -126,3 +128,31 @@ func (s *Store) PromoteNext(ctx context.Context, tenant string, now time.Time, l
 	}
 	return int(res[0]), next, nil
 }
+
+// Touch restarts the idle time of j's pending entry if consumer still
+// holds it, so that no instance reclaims it while its attempt runs: an
+// attempt may outlast another instance's visibility timeout when their
+// delivery timeouts differ (a reload that reached one instance first).
+// A job that another consumer holds now is left alone. It reports whether
+// j was touched.
+func (s *Store) Touch(ctx context.Context, j *Job, consumer string) (bool, error) {
+	if err := j.check("touch"); err != nil {
+		return false, err
+	}
+	n, err := touchScript.Run(ctx, s.rdb, []string{streamKey(j.Tenant, j.Destination)}, consumer, j.ID).Int()
+	if err != nil {
+		return false, unavailable("touch", err)
+	}
+	return n == 1, nil
+}
+
+// touchScript: KEYS[1] the stream; ARGV[1] consumer, ARGV[2] entry id.
+var touchScript = redis.NewScript(`
+local p = redis.call('XPENDING', KEYS[1], 'sb', ARGV[2], ARGV[2], 1)
+if #p == 1 and p[1][2] == ARGV[1] then
+  -- RETRYCOUNT as it was: the embedded store's JUSTID would count one
+  redis.call('XCLAIM', KEYS[1], 'sb', ARGV[1], 0, ARGV[2], 'RETRYCOUNT', p[1][4], 'JUSTID')
+  return 1
+end
+return 0
+`)

@@ -487,3 +487,38 @@ func TestPruneConsumers(t *testing.T) {
 		t.Errorf("consumers = %v, want holding, me", got)
 	}
 }
+
+// TestTouch: touching a job its consumer holds restarts its idle time (a
+// reclaim with a visibility timeout passes it by) without counting a
+// delivery; a job another consumer took is left alone.
+func TestTouch(t *testing.T) {
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		mustEnqueue(t, s, entry(1, "a"), entry(2, "a"))
+		jobs := mustRead(t, s, "c1", map[string]int{"a": 2})
+		key := streamKey(tenant, "a")
+		for _, j := range jobs { // long idle, as if their attempts ran for an hour
+			if err := rdb.Do(ctx, "XCLAIM", key, "sb", "c1", 0, j.ID, "IDLE", 3600000, "RETRYCOUNT", 1, "JUSTID").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ok, err := s.Touch(ctx, &jobs[0], "c1"); err != nil || !ok {
+			t.Fatalf("Touch of c1's job = %v, %v; want true", ok, err)
+		}
+		if ok, err := s.Touch(ctx, &jobs[1], "c2"); err != nil || ok {
+			t.Fatalf("Touch of c1's job by c2 = %v, %v; want false", ok, err)
+		}
+		got, err := s.Reclaim(ctx, tenant, "c3", []string{"a"}, time.Minute, 10)
+		if err != nil || len(got) != 1 || got[0].ID != jobs[1].ID {
+			t.Fatalf("Reclaim = %+v, %v; want only the untouched job", got, err)
+		}
+		if got[0].Attempts != 1 {
+			t.Errorf("reclaimed attempts = %d, want 1 (one lost hand-out)", got[0].Attempts)
+		}
+		// the touched one was not counted as a delivery either
+		p, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: key, Group: "sb", Start: jobs[0].ID, End: jobs[0].ID, Count: 1}).Result()
+		if err != nil || len(p) != 1 || p[0].Consumer != "c1" || p[0].RetryCount != 1 {
+			t.Errorf("touched job pending = %+v, %v; want c1's, delivered once", p, err)
+		}
+	})
+}

@@ -52,7 +52,7 @@ func (w *Worker) maintain(ctx context.Context) {
 		now := w.now()
 		// The configuration may have been reloaded: take it afresh.
 		st := w.st.Load()
-		vis := visibility(st)
+		vis := cmp.Or(w.visibility, visibility(st))
 		reclaimEvery := min(max(vis/4, time.Second), 30*time.Second)
 		n, next, err := w.Store.PromoteNext(ctx, w.id, now, 512)
 		if err == nil && now.Sub(lastReclaim) >= reclaimEvery {

@@ -4,6 +4,7 @@
 package delivery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -79,6 +80,9 @@ type Worker struct {
 	// pruneEvery and pruneIdle replace pruneEvery and consumerIdle when
 	// set (tests).
 	pruneEvery, pruneIdle time.Duration
+	// touchEvery and visibility replace touchEvery and the visibility
+	// timeout of reclaims when set (tests).
+	touchEvery, visibility time.Duration
 }
 
 // state is the worker's configuration and runtime state; Update swaps it
@@ -311,6 +315,7 @@ func (w *Worker) start(ctx context.Context, t *target, j *queue.Job, delay time.
 	go func() {
 		defer w.running.Done()
 		defer func() { <-t.slots; w.Wake() }()
+		defer w.keepClaimed(j)()
 		if delay > 0 {
 			tm := time.NewTimer(delay)
 			select {
@@ -323,6 +328,43 @@ func (w *Worker) start(ctx context.Context, t *target, j *queue.Job, delay time.
 		}
 		w.deliver(t, j)
 	}()
+}
+
+// touchEvery is how often a job whose attempt is still running is touched
+// (queue.Store.Touch): well within the shortest visibility timeout any
+// instance can have (twice a delivery timeout plus 5 s), so that none
+// reclaims it, whatever its own timeouts after a reload.
+const touchEvery = 2 * time.Second
+
+// keepClaimed touches j every touchEvery until the returned stop is
+// called. Most attempts end long before the first touch.
+func (w *Worker) keepClaimed(job *queue.Job) (stop func()) {
+	j := *job // the attempt may move the job (a new ID) meanwhile
+	var mu sync.Mutex
+	stopped := false
+	var tm *time.Timer
+	mu.Lock()
+	defer mu.Unlock()
+	every := cmp.Or(w.touchEvery, touchEvery)
+	tm = time.AfterFunc(every, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		defer cancel()
+		if _, err := w.Store.Touch(ctx, &j, w.Consumer); err != nil {
+			w.Log.Warn("keeping a running attempt's job claimed failed", "tenant", w.id,
+				"destination", j.Destination, "event_id", j.EventID, "err", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			tm.Reset(every)
+		}
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		tm.Stop()
+	}
 }
 
 // release hands a job back to its stream without counting an attempt.

@@ -486,6 +486,47 @@ func TestReclaimedHeldJobWaits(t *testing.T) {
 	}
 }
 
+// TestRunningAttemptNotReclaimed: an attempt that runs longer than another
+// instance's visibility timeout (their delivery timeouts differ after a
+// reload reached one of them) keeps its job: the worker making it touches
+// the job, so the other does not reclaim it and send it again.
+func TestRunningAttemptNotReclaimed(t *testing.T) {
+	t.Parallel()
+	for _, touch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("touch=%v", touch), func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			var calls atomic.Int64
+			rcv := receiver(t, func() int {
+				if calls.Add(1) == 1 {
+					time.Sleep(2500 * time.Millisecond) // the slow receiver
+				}
+				return http.StatusOK
+			})
+			tenant := loadTenant(t, tenantYAML("", fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s, timeout: 10s}
+`, rcv.URL, testSecret)))
+			every := 100 * time.Millisecond
+			if !touch {
+				every = time.Hour
+			}
+			for _, c := range []string{"a", "b"} { // each reclaims after 300ms idle
+				r.startWith(tenant, c, "", func(w *Worker) { w.touchEvery, w.visibility = every, 300*time.Millisecond })
+			}
+			r.enqueue(1, "app")
+			waitFor(t, 10*time.Second, "an attempt's outcome", func() bool { return len(r.made("app")) >= 1 })
+			// the slow attempt's too (outcomes are recorded after the
+			// receiver counted the request)
+			waitFor(t, 10*time.Second, "every attempt's outcome", func() bool { return len(r.made("app")) == int(calls.Load()) })
+			if n := calls.Load(); touch && n != 1 {
+				t.Errorf("the receiver got the event %d times, want once: a running attempt's job was reclaimed", n)
+			} else if !touch && n < 2 {
+				t.Errorf("without touching, the receiver got the event %d times: the test no longer shows a reclaim", n)
+			}
+		})
+	}
+}
+
 // TestWorkerPrunesGoneConsumers: a worker removes, now and then, the
 // consumers of its destinations that are gone (no job held, idle), and
 // keeps itself and those holding jobs.
