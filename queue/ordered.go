@@ -157,6 +157,32 @@ func (s *Store) Lease(ctx context.Context, tenant, dest, consumer string, ttl ti
 	return n == 1, nil
 }
 
+// Leased reports which of dests (of tenant) a consumer other than self
+// holds the ordered lease of now: an instance whose configuration says
+// such a destination is unordered (instances disagree while a reload
+// reaches them one by one) leaves it to the holder, so that its order is
+// kept. Errors wrap switchboard.ErrUnavailable.
+func (s *Store) Leased(ctx context.Context, tenant string, dests []string, self string) (map[string]bool, error) {
+	if len(dests) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(dests))
+	for i, d := range dests {
+		keys[i] = leaseKey(tenant, d)
+	}
+	vs, err := s.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, unavailable("leased", err)
+	}
+	out := map[string]bool{}
+	for i, v := range vs {
+		if holder, ok := v.(string); ok && holder != self {
+			out[dests[i]] = true
+		}
+	}
+	return out, nil
+}
+
 // Unlease gives up consumer's lease on dest (at shutdown), so another
 // instance takes over at once. Errors wrap switchboard.ErrUnavailable.
 func (s *Store) Unlease(ctx context.Context, tenant, dest, consumer string) error {
@@ -171,7 +197,6 @@ func (s *Store) Unlease(ctx context.Context, tenant, dest, consumer string) erro
 // it may be attempted again (zero: now).
 type HeldJob struct {
 	Job
-	Due time.Time
 }
 
 // ClaimHeld claims for consumer every job pending in dest's stream,

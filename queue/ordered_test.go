@@ -28,6 +28,14 @@ func TestLease(t *testing.T) {
 			t.Fatalf("after a gives it up, b takes it (%v)", err)
 		}
 		await(t, "b's lease to expire", func() bool { return lease("a", time.Minute) })
+		// Leased: the destinations another consumer holds the lease of.
+		got, err := s.Leased(ctx, tenant, []string{"crm", "erp"}, "b")
+		if err != nil || len(got) != 1 || !got["crm"] {
+			t.Errorf("Leased by b's view = %v, %v; want crm (a holds it)", got, err)
+		}
+		if got, err := s.Leased(ctx, tenant, []string{"crm", "erp"}, "a"); err != nil || len(got) != 0 {
+			t.Errorf("Leased by a's view = %v, %v; want none (its own lease is not another's)", got, err)
+		}
 	})
 }
 

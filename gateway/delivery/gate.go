@@ -50,7 +50,7 @@ func (w *Worker) gates(st *state) map[string]int {
 	}
 	for id, t := range st.dests {
 		n := cap(t.slots) - len(t.slots)
-		if n <= 0 || t.cfg.Ordered { // ordered destinations: runOrdered (ordered.go)
+		if n <= 0 || t.cfg.Ordered || t.lease.Load() != leaseFree { // ordered: runOrdered (ordered.go), here or elsewhere
 			continue
 		}
 		switch t.breaker.State() {

@@ -42,7 +42,8 @@ const (
 // instance (or by this one, when recording an outcome failed) and now and
 // then removes consumers that are gone.
 func (w *Worker) maintain(ctx context.Context) {
-	var lastReclaim time.Time
+	var lastReclaim, lastLeaseCheck time.Time
+	var checked *state   // the configuration checkLeases last saw
 	lastPrune := w.now() // not at start: a restart storm need not scan
 	every := cmp.Or(w.promoteEvery, promoteEvery)
 	timer := time.NewTimer(every)
@@ -55,11 +56,20 @@ func (w *Worker) maintain(ctx context.Context) {
 		vis := cmp.Or(w.visibility, visibility(st))
 		reclaimEvery := min(max(vis/4, time.Second), 30*time.Second)
 		n, next, err := w.Store.PromoteNext(ctx, w.id, now, 512)
+		if err == nil && (now.Sub(lastLeaseCheck) >= leaseCheckEvery || st != checked) {
+			// at once after a reload: a changed destination is not read
+			// until checked
+			if err = w.checkLeases(ctx, st); err == nil {
+				lastLeaseCheck, checked = now, st
+			}
+		}
 		if err == nil && now.Sub(lastReclaim) >= reclaimEvery {
 			lastReclaim = now
 			dests := make([]string, 0, len(st.dests))
 			for id, t := range st.dests {
-				if !t.cfg.Ordered { // held in place by their lease holder (ordered.go)
+				// ordered ones are held in place by their lease holder
+				// (ordered.go), here or elsewhere (checkLeases)
+				if !t.cfg.Ordered && t.lease.Load() == leaseFree {
 					dests = append(dests, id)
 				}
 			}
@@ -138,4 +148,55 @@ func (w *Worker) waitDue(ctx context.Context, jobs []queue.Job, now time.Time) [
 		}
 	}
 	return ready
+}
+
+// leaseCheckEvery is how often a worker looks for ordered leases on the
+// destinations its configuration says are unordered (checkLeases).
+const leaseCheckEvery = time.Second
+
+// checkLeases marks the destinations this worker's configuration says are
+// unordered but that another instance delivers in order (it holds their
+// lease): instances disagree while a reload reaches them one by one, and
+// reading such a destination here would break its order. This worker
+// neither reads nor reclaims them until the lease ends (the holder is
+// reloaded too, or stops).
+func (w *Worker) checkLeases(ctx context.Context, st *state) error {
+	if st == nil {
+		return nil
+	}
+	var dests []string
+	for id, t := range st.dests {
+		if !t.cfg.Ordered {
+			dests = append(dests, id)
+		}
+	}
+	leased, err := w.Store.Leased(ctx, w.id, dests, w.Consumer)
+	if err != nil {
+		return err
+	}
+	wake := false
+	for _, id := range dests {
+		t := st.dests[id]
+		now := leaseFree
+		if leased[id] {
+			now = leaseElsewhere
+		}
+		was := t.lease.Swap(now)
+		switch {
+		case was == now:
+		case now == leaseElsewhere:
+			w.Log.Warn("another instance delivers this destination in order (it holds its lease) while this one's configuration says unordered: left to it until the lease ends; reload every instance",
+				"tenant", w.id, "destination", id)
+		case was == leaseElsewhere:
+			w.Log.Info("the ordered lease on this destination ended: delivering it unordered, as this instance's configuration says",
+				"tenant", w.id, "destination", id)
+			wake = true
+		default:
+			wake = true // checked for the first time
+		}
+	}
+	if wake {
+		w.Wake()
+	}
+	return nil
 }

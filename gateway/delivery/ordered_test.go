@@ -466,3 +466,36 @@ func TestOrderedToUnorderedReload(t *testing.T) {
 		t.Errorf("hold records left: %d", n)
 	}
 }
+
+// TestOrderedKeptWhileInstancesDisagree: while one instance's configuration
+// says a destination is ordered and another's (not reloaded yet, or
+// reloaded first) says unordered, the unordered one leaves it to the lease
+// holder: one conversation's events still go one at a time, in order.
+func TestOrderedKeptWhileInstancesDisagree(t *testing.T) {
+	t.Parallel()
+	r := newOrderRig(t)
+	r.hold = func(string) chan struct{} { // slow enough that reads overlap
+		ch := make(chan struct{})
+		time.AfterFunc(10*time.Millisecond, func() { close(ch) })
+		return ch
+	}
+	r.enqueue(conv("0", "+1"))
+	r.run(r.tenant("        ordered: true\n        max_in_flight: 8\n"), "a")
+	r.await(1) // a holds the lease
+	r.run(r.tenant("        max_in_flight: 8\n"), "b")
+	var want []string
+	for i := 1; i <= 30; i++ {
+		r.enqueue(conv(strconv.Itoa(i), "+1"))
+		want = append(want, fmt.Sprintf("%d/1", i))
+	}
+	got := r.await(31)
+	if strings.Join(got[1:], " ") != strings.Join(want, " ") {
+		t.Errorf("received %v, want %v in order", got[1:], want)
+	}
+	if r.maxIn[""] != 1 {
+		t.Errorf("%d attempts in flight at once, want 1", r.maxIn[""])
+	}
+	if !strings.Contains(r.log.String(), "another instance delivers this destination in order") {
+		t.Error("the unordered instance did not log that it leaves the destination to the lease holder")
+	}
+}

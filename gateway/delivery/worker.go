@@ -107,7 +107,19 @@ type target struct {
 	heldUntil atomic.Int64
 	// rateHeld: a rate limit held it at gates' last pass (RateLimited).
 	rateHeld bool
+	// lease says, for a destination configured unordered here, whether
+	// another instance holds its ordered lease (checkLeases): leaseUnknown
+	// until first checked, then leaseFree or leaseElsewhere. It is read
+	// and reclaimed here only when leaseFree.
+	lease atomic.Int32
 }
+
+// The states of target.lease.
+const (
+	leaseUnknown int32 = iota
+	leaseFree
+	leaseElsewhere
+)
 
 func (w *Worker) now() time.Time {
 	if w.Now != nil {
@@ -224,6 +236,9 @@ const readBlock = 100 * time.Millisecond
 // their outcomes. It returns nil on a clean stop.
 func (w *Worker) Run(ctx context.Context) error {
 	w.init()
+	// Before the first read: is any destination delivered in order by
+	// another instance (checkLeases)? maintain checks again every second.
+	_ = w.checkLeases(ctx, w.st.Load())
 	w.running.Add(1)
 	go func() {
 		defer w.running.Done()
