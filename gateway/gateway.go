@@ -46,6 +46,9 @@ type Gateway struct {
 	// spool, when set, keeps callbacks while Redis is unreachable
 	// (spool.go); nil: they get 503.
 	spool *spool
+	// attempts, when set, records what became of pulled events' hand-outs
+	// in their history (pull.go).
+	attempts *queue.AttemptLog
 }
 
 // enqueue stores a callback's entries, through the group-commit batcher

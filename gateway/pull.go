@@ -256,7 +256,7 @@ func (g *Gateway) pullArgs(tid string, d *policy.Destination, most int) *queue.P
 func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p *queue.Pull, lastReceipt *string) ([]queue.Handout, error) {
 	p.Now = g.now()
 	var hs []queue.Handout
-	var dead int
+	var dead []queue.PullOutcome
 	var err error
 	if lastReceipt != nil {
 		hs, dead, err = g.store.PullResume(r.Context(), p, *lastReceipt)
@@ -270,20 +270,37 @@ func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p
 		}
 		return nil, err
 	}
-	g.metrics.pulled(p.Tenant, p.Destination, 0, dead)
-	if dead > 0 {
+	g.metrics.pulled(p.Tenant, p.Destination, 0, len(dead))
+	if len(dead) > 0 {
+		ids := make([]string, len(dead))
+		for i, o := range dead {
+			ids[i] = o.EventID
+			g.recordPull(tid, d.ID, o, "dead_letter", fmt.Sprintf(queue.PullDeadError, o.Attempt))
+		}
 		log.Warn("pulled events dead-lettered: handed out max_attempts times, never acknowledged",
-			"dead_lettered", dead, "max_attempts", d.Retry.MaxAttempts)
+			"dead_lettered", len(dead), "event_ids", ids, "max_attempts", d.Retry.MaxAttempts)
 	}
 	if len(hs) > 0 {
 		ids := make([]string, len(hs))
 		for i, h := range hs {
 			ids[i] = h.EventID
+			if h.Attempt > 1 { // the hand-out before this one lapsed
+				g.recordPull(tid, d.ID, queue.PullOutcome{EventID: h.EventID, Attempt: h.Attempt - 1}, "retry",
+					"not acknowledged within the visibility timeout")
+			}
 		}
 		log.Info("events handed out", "events", len(hs), "event_ids", ids, "session", p.Session,
 			"resumed", lastReceipt != nil)
 	}
 	return hs, nil
+}
+
+// recordPull writes what became of a hand-out into its event's history:
+// the attempt, at the time its outcome was known.
+func (g *Gateway) recordPull(tid, dest string, o queue.PullOutcome, outcome, msg string) {
+	if g.attempts != nil && o.EventID != "" {
+		g.attempts.Record(tid, o.EventID, queue.Attempt{Time: g.now(), Destination: dest, Attempt: o.Attempt, Outcome: outcome, Error: msg})
+	}
 }
 
 // pullAck serves POST …/ack: {"receipts": [...]} → {"acked": n,
@@ -313,7 +330,7 @@ func (g *Gateway) pullAck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	receipts := *req.Receipts
-	invalid, err := g.store.PullAck(r.Context(), tid, d.ID, receipts)
+	acked, invalid, err := g.store.PullAck(r.Context(), tid, d.ID, receipts)
 	if err != nil {
 		g.log.Error("pull ack failed", "tenant", tid, "destination", d.ID, "err", err.Error())
 		w.Header().Set("Retry-After", "1")
@@ -322,6 +339,9 @@ func (g *Gateway) pullAck(w http.ResponseWriter, r *http.Request) {
 	}
 	if invalid == nil {
 		invalid = []string{}
+	}
+	for _, o := range acked {
+		g.recordPull(tid, d.ID, o, "delivered", "")
 	}
 	if acked := len(receipts) - len(invalid); acked > 0 {
 		g.metrics.pulled(tid, d.ID, acked, 0)

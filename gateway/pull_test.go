@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -408,4 +409,69 @@ func TestPullMethodsAndBodies(t *testing.T) {
 	big := map[string]any{"receipts": []string{strings.Repeat("1", 2<<20)}}
 	code, body, _ = f.do(t, "POST", "/v1/pull/acme/inbox/ack", pullToken, big)
 	jsonErr("ack over 1 MiB", http.StatusRequestEntityTooLarge, code, body)
+}
+
+// TestPullHistory: what becomes of each hand-out is in the event's history
+// like a push attempt: handed out again after the visibility timeout
+// (retry), acknowledged (delivered), dead-lettered after max_attempts.
+func TestPullHistory(t *testing.T) {
+	rs := redistest.Start(t)
+	srv := startServer(t, `
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: `+rs.URL()+`}
+history: {retention: 1h}
+tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: `+token+`}
+    destinations:
+      inbox: {type: pull, token: `+pullToken+`, visibility_timeout: 200ms, retry: {max_attempts: 2}}
+    routes:
+      - to: [inbox]
+`, &syncWriter{})
+	base := "http://" + srv.IngressAddr
+	for _, id := range []string{"SM00000000000000000000000000000a01", "SM00000000000000000000000000000a02"} {
+		sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{MessageID: id, Text: "hi"}, base+"/hooks/acme/tw")
+	}
+	f := &pullFixture{srv: &httptest.Server{URL: base}}
+	first := f.poll(t, "?max=10")
+	if len(first.Events) != 2 {
+		t.Fatalf("first poll = %+v, want both events", first.Events)
+	}
+	var again pullAnswer
+	waitUntil(t, "the hand-outs to lapse", func() bool {
+		again = f.poll(t, "?max=10")
+		return len(again.Events) == 2
+	})
+	acked, dead := again.Events[0], again.Events[1]
+	if code, body, _ := f.do(t, "POST", "/v1/pull/acme/inbox/ack", pullToken, map[string]any{"receipts": []string{acked.Receipt}}); code != http.StatusOK {
+		t.Fatalf("ack = %d %s", code, body)
+	}
+	waitUntil(t, "the other to be dead-lettered", func() bool { return len(f.poll(t, "?max=10").Events) == 0 && dlqLen(t, srv) == 1 })
+	outcomes := func(id string) string {
+		h, _, err := srv.store.History(context.Background(), "acme", id)
+		if err != nil {
+			return fmt.Sprint(err)
+		}
+		var s []string
+		for _, a := range h.Attempts {
+			s = append(s, fmt.Sprintf("%s/%d/%s", a.Destination, a.Attempt, a.Outcome))
+		}
+		return strings.Join(s, " ")
+	}
+	for id, want := range map[string]string{
+		acked.Event.ID: "inbox/1/retry inbox/2/delivered",
+		dead.Event.ID:  "inbox/1/retry inbox/2/dead_letter",
+	} {
+		waitUntil(t, "the history of "+id, func() bool { return outcomes(id) == want })
+	}
+}
+
+func dlqLen(t *testing.T, srv *Server) int {
+	t.Helper()
+	dl, err := srv.store.DLQList(context.Background(), "acme", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(dl)
 }

@@ -105,6 +105,7 @@ func Start(cfg *policy.Config, log *slog.Logger, opts Options) (*Server, error) 
 		return nil, err
 	}
 	s.gw = gw
+	gw.attempts = s.attempts
 	if w := cfg.Redis.GroupCommitWindow.D(); w > 0 {
 		gw.batch = &queue.Batcher{Store: s.store, Window: w}
 	}

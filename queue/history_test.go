@@ -427,7 +427,7 @@ func TestHistoryKeepsBodyOnce(t *testing.T) {
 		if err != nil || len(outs) != 1 {
 			t.Fatalf("Pull = %d, %v", len(outs), err)
 		}
-		if _, err := s.PullAck(ctx, tenant, "puller", []string{outs[0].Receipt}); err != nil {
+		if _, _, err := s.PullAck(ctx, tenant, "puller", []string{outs[0].Receipt}); err != nil {
 			t.Fatal(err)
 		}
 		if b, _ := rdb.HGet(ctx, historyKey(tenant, e.EventID), "b").Result(); b != string(e.Event) {

@@ -69,8 +69,9 @@ type Handout struct {
 // pullCommon: the Lua helpers of the pull scripts. handOut(id, cnt) hands
 // the pending entry id, handed out cnt times so far, out again — or
 // dead-letters it when that would exceed max attempts — and appends the
-// hand-out to out. Variables set by the including script: stream, dlq,
-// counts, dest, now, maxAttempts, errmsg, out, dead.
+// hand-out to out, or {event id, attempts} to dead. Variables set by the
+// including script: stream, dlq, counts, dest, now, maxAttempts, errmsg,
+// out, dead.
 const pullCommon = luaKeepBody + `
 local function field(fields, name)
   for i = 1, #fields, 2 do
@@ -103,7 +104,7 @@ local function handOut(id, cnt)
     args[#args + 1] = string.format(errmsg, cnt)
     redis.call(unpack(args))
     redis.call('HINCRBY', counts, 'x:' .. dest, 1)
-    dead = dead + 1
+    dead[#dead + 1] = {field(fields, 'i') or '', a + cnt}
     return
   end
   redis.call('XCLAIM', stream, 'sb', 'pull', '0', id, 'RETRYCOUNT', tostring(cnt + 1))
@@ -126,14 +127,14 @@ end
 // first sequence number, ARGV[8] unacknowledged cap of the session,
 // ARGV[9] dead-letter error format (%d: hand-outs).
 //
-// Returns {hand-outs {id, fields, count}..., dead-lettered count}, or
-// {'nogroup'} when the stream or group does not exist.
+// Returns {hand-outs {id, fields, count}..., {dead-lettered {event id,
+// attempts}...}}, or {'nogroup'} when the stream or group does not exist.
 var pullScript = redis.NewScript(`
 local stream, dlq, counts, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local vis, left, maxAttempts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local dest, now, session = ARGV[4], ARGV[5], ARGV[6]
 local errmsg = ARGV[9]
-local out, dead = {}, 0
+local out, dead = {}, {}
 ` + pullCommon + `
 local expired = redis.pcall('XPENDING', stream, 'sb', 'IDLE', vis, '-', '+', left)
 if type(expired) == 'table' and expired.err then
@@ -184,7 +185,7 @@ return out
 var pullResumeScript = redis.NewScript(`
 local stream, dlq, counts = KEYS[1], KEYS[2], KEYS[3]
 local maxAttempts, dest, now, errmsg = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[7]
-local out, dead = {}, 0
+local out, dead = {}, {}
 ` + pullCommon + `
 local logged = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[1], '+inf')
 redis.call('DEL', KEYS[4])
@@ -204,7 +205,8 @@ return out
 // pullAckScript acknowledges hand-outs whose receipt is still valid.
 //
 // KEYS[1] stream. ARGV: entry id, count, entry id, count, ...
-// Returns the 1-based positions of the pairs acknowledged.
+// Returns, per pair acknowledged, its 1-based position, its event id and
+// its hand-out's attempt number.
 var pullAckScript = redis.NewScript(luaKeepBody + `
 local ok = redis.pcall('XPENDING', KEYS[1], 'sb')
 if type(ok) == 'table' and ok.err then return {} end
@@ -212,17 +214,33 @@ local acked = {}
 for i = 1, #ARGV, 2 do
   local p = redis.call('XPENDING', KEYS[1], 'sb', ARGV[i], ARGV[i], 1)
   if p[1] and tostring(p[1][4]) == ARGV[i + 1] then
+    local ev, a = '', 0
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    if e[1] then
+      local f = e[1][2]
+      for k = 1, #f, 2 do
+        if f[k] == 'i' then ev = f[k + 1] elseif f[k] == 'a' then a = tonumber(f[k + 1]) or 0 end
+      end
+    end
     redis.call('XACK', KEYS[1], 'sb', ARGV[i])
     keep_body(KEYS[1], ARGV[i])
     redis.call('XDEL', KEYS[1], ARGV[i])
-    acked[#acked + 1] = (i + 1) / 2
+    acked[#acked + 1] = {(i + 1) / 2, ev, a + tonumber(ARGV[i + 1])}
   end
 end
 return acked
 `)
 
-// pullDeadError is the last error of a dead-lettered pull event.
-const pullDeadError = "not acknowledged after %d hand-outs (visibility timeout passed each time)"
+// PullOutcome is what became of one hand-out of a pulled event:
+// acknowledged (PullAck), or dead-lettered (Pull) after Attempt hand-outs.
+type PullOutcome struct {
+	EventID string
+	Attempt int
+}
+
+// PullDeadError is the last error of a dead-lettered pull event (%d: its
+// hand-outs).
+const PullDeadError = "not acknowledged after %d hand-outs (visibility timeout passed each time)"
 
 func sessionKey(tenant, dest, session string) string {
 	return tenantPrefix(tenant) + "pull:" + dest + ":" + session
@@ -231,11 +249,12 @@ func sessionKey(tenant, dest, session string) string {
 // Pull hands out up to p.Max events of a pull destination: events whose
 // hand-out expired (handed out again, attempt n+1, or dead-lettered once
 // p.MaxAttempts hand-outs went unacknowledged), then new ones. It does not
-// wait; it returns no hand-outs when none is available. It also returns how
-// many events it dead-lettered. Errors wrap switchboard.ErrUnavailable.
-func (s *Store) Pull(ctx context.Context, p *Pull) ([]Handout, int, error) {
+// wait; it returns no hand-outs when none is available. It also returns the
+// events it dead-lettered, each with its hand-outs. Errors wrap
+// switchboard.ErrUnavailable.
+func (s *Store) Pull(ctx context.Context, p *Pull) ([]Handout, []PullOutcome, error) {
 	if err := p.check(); err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	unacked := p.Unacked
 	if unacked <= 0 {
@@ -244,18 +263,18 @@ func (s *Store) Pull(ctx context.Context, p *Pull) ([]Handout, int, error) {
 	keys := []string{streamKey(p.Tenant, p.Destination), dlqKey(p.Tenant), countsKey(p.Tenant),
 		sessionKey(p.Tenant, p.Destination, p.Session)}
 	args := []any{max(p.Visibility.Milliseconds(), 1), p.Max, p.MaxAttempts, p.Destination,
-		millis(p.now()), p.Session, p.Seq, unacked, pullDeadError}
+		millis(p.now()), p.Session, p.Seq, unacked, PullDeadError}
 	for try := 0; ; try++ {
 		res, err := pullScript.Run(ctx, s.rdb, keys, args...).Slice()
 		if err != nil {
-			return nil, 0, unavailable("pull", err)
+			return nil, nil, unavailable("pull", err)
 		}
 		if len(res) == 1 && toString(res[0]) == "nogroup" {
 			if try > 0 {
-				return nil, 0, nil
+				return nil, nil, nil
 			}
 			if err := s.EnsureGroups(ctx, p.Tenant, []string{p.Destination}); err != nil {
-				return nil, 0, err
+				return nil, nil, err
 			}
 			continue
 		}
@@ -268,20 +287,20 @@ func (s *Store) Pull(ctx context.Context, p *Pull) ([]Handout, int, error) {
 // since, logging it in the session p.Session (from p.Seq on). A receipt
 // without a session, or of a session that expired, resumes nothing. Errors
 // wrap switchboard.ErrUnavailable.
-func (s *Store) PullResume(ctx context.Context, p *Pull, lastReceipt string) ([]Handout, int, error) {
+func (s *Store) PullResume(ctx context.Context, p *Pull, lastReceipt string) ([]Handout, []PullOutcome, error) {
 	if err := p.check(); err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	r, ok := ParseReceipt(lastReceipt)
 	if !ok || r.Session == "" || p.Session == "" {
-		return nil, 0, nil
+		return nil, nil, nil
 	}
 	keys := []string{streamKey(p.Tenant, p.Destination), dlqKey(p.Tenant), countsKey(p.Tenant),
 		sessionKey(p.Tenant, p.Destination, r.Session), sessionKey(p.Tenant, p.Destination, p.Session)}
 	res, err := pullResumeScript.Run(ctx, s.rdb, keys, r.Seq, p.MaxAttempts, p.Destination,
-		millis(p.now()), p.Seq, max(p.Visibility.Milliseconds(), 1), pullDeadError).Slice()
+		millis(p.now()), p.Seq, max(p.Visibility.Milliseconds(), 1), PullDeadError).Slice()
 	if err != nil {
-		return nil, 0, unavailable("pull resume", err)
+		return nil, nil, unavailable("pull resume", err)
 	}
 	return p.handouts(res)
 }
@@ -290,7 +309,7 @@ func (s *Store) PullResume(ctx context.Context, p *Pull, lastReceipt string) ([]
 // events are removed. It returns the receipts that acknowledged nothing:
 // malformed, already acknowledged, handed out again since, or
 // dead-lettered. Errors wrap switchboard.ErrUnavailable.
-func (s *Store) PullAck(ctx context.Context, tenant, dest string, receipts []string) (invalid []string, err error) {
+func (s *Store) PullAck(ctx context.Context, tenant, dest string, receipts []string) (acked []PullOutcome, invalid []string, err error) {
 	args := make([]any, 0, 2*len(receipts))
 	valid := make([]string, 0, len(receipts))
 	for _, rc := range receipts {
@@ -303,22 +322,27 @@ func (s *Store) PullAck(ctx context.Context, tenant, dest string, receipts []str
 		args = append(args, r.ID, strconv.Itoa(r.Count))
 	}
 	if len(valid) == 0 {
-		return invalid, nil
+		return nil, invalid, nil
 	}
-	res, err := pullAckScript.Run(ctx, s.rdb, []string{streamKey(tenant, dest)}, args...).Int64Slice()
+	res, err := pullAckScript.Run(ctx, s.rdb, []string{streamKey(tenant, dest)}, args...).Slice()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, unavailable("pull ack", err)
+		return nil, nil, unavailable("pull ack", err)
 	}
-	acked := make(map[int64]bool, len(res))
-	for _, i := range res {
-		acked[i] = true
+	done := make(map[int64]bool, len(res))
+	for _, v := range res {
+		e, ok := v.([]any)
+		if !ok || len(e) != 3 {
+			return nil, nil, unavailable("pull ack", errUnexpectedReply)
+		}
+		done[toInt64(e[0])] = true
+		acked = append(acked, PullOutcome{EventID: toString(e[1]), Attempt: int(toInt64(e[2]))})
 	}
 	for i, rc := range valid {
-		if !acked[int64(i+1)] {
+		if !done[int64(i+1)] {
 			invalid = append(invalid, rc)
 		}
 	}
-	return invalid, nil
+	return acked, invalid, nil
 }
 
 func (p *Pull) check() error {
@@ -339,11 +363,19 @@ func (p *Pull) now() time.Time {
 }
 
 // handouts parses a pull script's reply.
-func (p *Pull) handouts(res []any) ([]Handout, int, error) {
+func (p *Pull) handouts(res []any) ([]Handout, []PullOutcome, error) {
 	if len(res) == 0 {
-		return nil, 0, unavailable("pull", errUnexpectedReply)
+		return nil, nil, unavailable("pull", errUnexpectedReply)
 	}
-	dead := int(toInt64(res[len(res)-1]))
+	last, _ := res[len(res)-1].([]any)
+	var dead []PullOutcome
+	for _, v := range last {
+		e, ok := v.([]any)
+		if !ok || len(e) != 2 {
+			return nil, nil, unavailable("pull", errUnexpectedReply)
+		}
+		dead = append(dead, PullOutcome{EventID: toString(e[0]), Attempt: int(toInt64(e[1]))})
+	}
 	out := make([]Handout, 0, len(res)-1)
 	for i, v := range res[:len(res)-1] {
 		e, ok := v.([]any)

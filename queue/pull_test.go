@@ -85,9 +85,12 @@ func TestPullHandOutAndAck(t *testing.T) {
 		}
 
 		ack := append(receipts(hs), "garbage", hs[0].Receipt, "1-1.1")
-		invalid, err := s.PullAck(ctxT(t), tenant, "inbox", ack)
+		acked, invalid, err := s.PullAck(ctxT(t), tenant, "inbox", ack)
 		if err != nil {
 			t.Fatalf("PullAck: %v", err)
+		}
+		if want := []PullOutcome{{hs[0].EventID, 1}, {hs[1].EventID, 1}}; !slices.Equal(acked, want) {
+			t.Errorf("acked = %+v, want %+v (event ids, attempt numbers)", acked, want)
 		}
 		if want := []string{"garbage", hs[0].Receipt, "1-1.1"}; !slices.Equal(invalid, want) {
 			t.Errorf("invalid = %v, want %v (malformed, repeated, unknown)", invalid, want)
@@ -119,7 +122,7 @@ func TestPullVisibilityAttemptsAndDeadLetter(t *testing.T) {
 			t.Fatalf("second hand-out = %+v, want the same entry, attempt 2", second)
 		}
 		// The first receipt died with the second hand-out.
-		invalid, err := s.PullAck(ctxT(t), tenant, "inbox", []string{first[0].Receipt})
+		_, invalid, err := s.PullAck(ctxT(t), tenant, "inbox", []string{first[0].Receipt})
 		if err != nil || len(invalid) != 1 {
 			t.Fatalf("ack of the stale receipt: invalid = %v, %v; want it refused", invalid, err)
 		}
@@ -130,8 +133,8 @@ func TestPullVisibilityAttemptsAndDeadLetter(t *testing.T) {
 		}
 		time.Sleep(vis + 50*time.Millisecond)
 		hs, dead, err := s.Pull(ctxT(t), pullArgs(10, vis, 3))
-		if err != nil || len(hs) != 0 || dead != 1 {
-			t.Fatalf("fourth Pull = %d hand-outs, %d dead, %v; want the poison event dead-lettered", len(hs), dead, err)
+		if err != nil || len(hs) != 0 || !slices.Equal(dead, []PullOutcome{{"evt_0001", 3}}) {
+			t.Fatalf("fourth Pull = %d hand-outs, dead %+v, %v; want the poison event dead-lettered after 3", len(hs), dead, err)
 		}
 		dl, err := s.DLQList(ctxT(t), tenant, "inbox", 0)
 		if err != nil || len(dl) != 1 {
@@ -186,7 +189,7 @@ func TestPullSessionCapAndResume(t *testing.T) {
 		if more := mustPull(t, s, p); len(more) != 0 {
 			t.Fatalf("at its cap the session got %v", handoutIDs(more))
 		}
-		if invalid, err := s.PullAck(ctxT(t), tenant, "inbox", []string{a[0].Receipt}); err != nil || len(invalid) != 0 {
+		if _, invalid, err := s.PullAck(ctxT(t), tenant, "inbox", []string{a[0].Receipt}); err != nil || len(invalid) != 0 {
 			t.Fatalf("ack: %v %v", invalid, err)
 		}
 		more := mustPull(t, s, p)
@@ -212,7 +215,7 @@ func TestPullSessionCapAndResume(t *testing.T) {
 		if again, _, err := s.PullResume(ctxT(t), q, a[1].Receipt); err != nil || len(again) != 0 {
 			t.Errorf("a second resume from the same receipt = %v, %v; want nothing", handoutIDs(again), err)
 		}
-		invalid, err := s.PullAck(ctxT(t), tenant, "inbox", []string{a[1].Receipt, a[2].Receipt, r[0].Receipt, r[1].Receipt})
+		_, invalid, err := s.PullAck(ctxT(t), tenant, "inbox", []string{a[1].Receipt, a[2].Receipt, r[0].Receipt, r[1].Receipt})
 		if err != nil {
 			t.Fatal(err)
 		}
