@@ -110,7 +110,12 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	// carrier's retry with the same nonce is accepted.
 	nonceKey := ""
 	if proof.Nonce != "" {
-		nonceKey = sid + ":" + proof.Nonce
+		for n := range strings.SplitSeq(proof.Nonce, "\n") { // several: all must be fresh
+			if nonceKey != "" {
+				nonceKey += "\n"
+			}
+			nonceKey += sid + ":" + n
+		}
 		hold := nonceHold
 		if s.cfg.Passthrough != nil { // the app's answer is awaited while the claim holds
 			hold += passDeadline(start, s.cfg.Passthrough.Timeout.D(), s.cfg.Carrier).Sub(start)

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -619,5 +622,66 @@ tenants:
 		if resp.StatusCode != tc.want {
 			t.Errorf("trusted_proxies %s, X-Forwarded-For %s: %d, want %d", tc.trusted, tc.xff, resp.StatusCode, tc.want)
 		}
+	}
+}
+
+// A Plivo callback carrying both V2 and V3 signatures is stored once; the
+// same request replayed without either family's headers is a replay (401)
+// — without V3 with another body (V2 does not cover it), without V2 with
+// its parameters re-cut (V3 joins them as k1v1k2v2) so that the message id
+// differs and dedup would not catch it.
+func TestPlivoBothNoncesRemembered(t *testing.T) {
+	rs := redistest.Start(t)
+	_, srv, rdb, _ := serveGateway(t, rs, `server:
+  listen: ":0"
+redis:
+  url: `+rs.URL()+`
+tenants:
+  acme:
+    sources:
+      pl: {carrier: plivo, secret: plivo-token}
+    destinations:
+      app: {url: "https://app.example.com/in", secret: whsec_c3dpdGNoYm9hcmQtZGVtby1zZWNyZXQta2V5LTAwMDE=}
+    routes:
+      - to: [app]
+`)
+	target := srv.URL + "/hooks/acme/pl"
+	sign := func(s string) string {
+		m := hmac.New(sha256.New, []byte("plivo-token"))
+		m.Write([]byte(s))
+		return base64.StdEncoding.EncodeToString(m.Sum(nil))
+	}
+	const v2n, v3n = "11111111111111111111", "22222222222222222222"
+	send := func(body, signed string, v2, v3 bool) int {
+		req, _ := http.NewRequest("POST", target, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if v3 {
+			req.Header.Set("X-Plivo-Signature-V3-Nonce", v3n)
+			req.Header.Set("X-Plivo-Signature-V3", sign(target+"?"+signed+"."+v3n))
+		}
+		if v2 {
+			req.Header.Set("X-Plivo-Signature-V2-Nonce", v2n)
+			req.Header.Set("X-Plivo-Signature-V2", sign(target+v2n))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	signed := "From15555550100MessageUUIDabcTexthiTo15555550199Typesms"
+	if c := send("From=15555550100&MessageUUID=abc&Text=hi&To=15555550199&Type=sms", signed, true, true); c != http.StatusOK {
+		t.Fatalf("genuine = %d, want 200", c)
+	}
+	if c := send("From=15555550100&MessageUUID=abcTexthi&To=15555550199&Type=sms", signed, false, true); c != http.StatusUnauthorized {
+		t.Errorf("replay without its V2 headers, parameters re-cut = %d, want 401", c)
+	}
+	if c := send("From=15555550100&MessageUUID=forged&Text=wire+the+money&To=15555550199&Type=sms", "", true, false); c != http.StatusUnauthorized {
+		t.Errorf("replay without its V3 headers, another body = %d, want 401", c)
+	}
+	if n, _ := rdb.XLen(t.Context(), "sb:{acme}:d:app").Result(); n != 1 {
+		t.Errorf("jobs queued = %d, want the genuine one only", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,8 +127,8 @@ func (sp *spool) load() error {
 	}
 	size := st.Size()
 	type found struct {
-		off   int64
-		nonce string
+		off    int64
+		nonces []string
 	}
 	var recs []found
 	end := int64(0) // end of the last record that checks out
@@ -139,7 +140,7 @@ func (sp *spool) load() error {
 		}
 		var rec spoolRecord
 		_ = json.Unmarshal(payload, &rec) // an undecodable one is skipped when replayed
-		recs = append(recs, found{off, nonceID(&rec)})
+		recs = append(recs, found{off, nonceIDs(&rec)})
 		off, end = next, next
 	}
 	if end < size {
@@ -165,8 +166,8 @@ func (sp *spool) load() error {
 	for _, r := range recs {
 		if r.off >= sp.drained {
 			sp.records++
-			if r.nonce != "" {
-				sp.nonces[r.nonce]++
+			for _, n := range r.nonces {
+				sp.nonces[n]++
 			}
 		}
 	}
@@ -181,7 +182,7 @@ func (sp *spool) append(rec *spoolRecord) error {
 		return fmt.Errorf("spool: encode: %w", err)
 	}
 	b := frame(payload)
-	nonce := nonceID(rec)
+	nonces := nonceIDs(rec)
 	sp.mu.Lock()
 	if sp.f == nil {
 		sp.mu.Unlock()
@@ -200,8 +201,8 @@ func (sp *spool) append(rec *spoolRecord) error {
 	sp.records++
 	sp.written++
 	seq := sp.written
-	if nonce != "" {
-		sp.nonces[nonce]++
+	for _, n := range nonces {
+		sp.nonces[n]++
 	}
 	sp.mu.Unlock()
 
@@ -209,9 +210,11 @@ func (sp *spool) append(rec *spoolRecord) error {
 		// The carrier gets 503 and retries with this nonce; the record
 		// may still be drained, and the dedup key drops one of the two.
 		sp.mu.Lock()
-		if sp.nonces[nonce] > 0 {
-			if sp.nonces[nonce]--; sp.nonces[nonce] == 0 {
-				delete(sp.nonces, nonce)
+		for _, n := range nonces {
+			if sp.nonces[n] > 0 {
+				if sp.nonces[n]--; sp.nonces[n] == 0 {
+					delete(sp.nonces, n)
+				}
 			}
 		}
 		sp.mu.Unlock()
@@ -276,7 +279,10 @@ func (g *Gateway) claimNonce(ctx context.Context, tid, nonce string, hold time.D
 		return g.store.Claim(ctx, tid, nonce, hold)
 	}
 	sp.mu.Lock()
-	held := sp.nonces[tid+"\x00"+nonce] > 0
+	held := false
+	for n := range strings.SplitSeq(nonce, "\n") { // several keys: any held
+		held = held || sp.nonces[tid+"\x00"+n] > 0
+	}
 	sp.mu.Unlock()
 	if held {
 		return queue.ClaimRecorded, "", nil
@@ -488,12 +494,17 @@ func resync(r io.ReaderAt, from, end int64) int64 {
 	return end
 }
 
-// nonceID is the key of rec's nonce in spool.nonces, "" if it has none.
-func nonceID(rec *spoolRecord) string {
+// nonceIDs are the keys of rec's nonces in spool.nonces (rec.Nonce may
+// hold several keys, separated by '\n'; see queue.Store.Claim).
+func nonceIDs(rec *spoolRecord) []string {
 	if rec.Nonce == "" {
-		return ""
+		return nil
 	}
-	return rec.Tenant + "\x00" + rec.Nonce
+	var ids []string
+	for n := range strings.SplitSeq(rec.Nonce, "\n") {
+		ids = append(ids, rec.Tenant+"\x00"+n)
+	}
+	return ids
 }
 
 func eventIDs(entries []*queue.Entry) []string {

@@ -81,3 +81,42 @@ func TestNonceClaim(t *testing.T) {
 		}
 	})
 }
+
+// TestNonceClaimSeveral: a key naming several ('\n') is claimed all or
+// none, confirmed and given back on each; a replay under any one of them
+// finds it.
+func TestNonceClaimSeveral(t *testing.T) {
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		st, tok, err := s.Claim(ctx, tenant, "a\nb", time.Minute)
+		if err != nil || st != ClaimTaken {
+			t.Fatalf("Claim a+b = %v, %v; want taken", st, err)
+		}
+		if st, _, _ := s.Claim(ctx, tenant, "b", time.Minute); st != ClaimPending {
+			t.Errorf("Claim b while a+b is claimed = %v, want pending", st)
+		}
+		if st, _, _ := s.Claim(ctx, tenant, "c\na", time.Minute); st != ClaimPending {
+			t.Errorf("Claim c+a = %v, want pending", st)
+		}
+		if n := rdb.Exists(ctx, nonceKey(tenant, "c")).Val(); n != 0 {
+			t.Error("a claim that found one key taken took the others")
+		}
+		if err := s.Unclaim(ctx, tenant, "a\nb", tok); err != nil {
+			t.Fatal(err)
+		}
+		if n := rdb.Exists(ctx, nonceKey(tenant, "a"), nonceKey(tenant, "b")).Val(); n != 0 {
+			t.Errorf("after Unclaim, %d of the keys remain", n)
+		}
+		if _, _, err := s.Claim(ctx, tenant, "a\nb", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Confirm(ctx, tenant, "a\nb", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"a", "b", "b\nz"} {
+			if st, _, _ := s.Claim(ctx, tenant, k, time.Minute); st != ClaimRecorded {
+				t.Errorf("Claim %q after a+b were confirmed = %v, want recorded", k, st)
+			}
+		}
+	})
+}

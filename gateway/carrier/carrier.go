@@ -43,6 +43,8 @@ type Request struct {
 // the whole request verified.
 type Proof struct {
 	// Nonce, when not empty, must not have been seen before within TTL.
+	// A request carrying several (Plivo's V2 and V3) gives them all,
+	// separated by '\n': each must be fresh, and each is remembered.
 	Nonce string
 	TTL   time.Duration
 }

@@ -49,11 +49,11 @@ func newPlivo(cfg Config) (Carrier, error) {
 
 // Verify checks V3 when its headers are present, else V2; any of the
 // comma-separated signatures of X-Plivo-Signature-V{2,3} or -Ma-V{2,3} may
-// match. The nonce to remember is returned in Proof: the V2 nonce whenever
-// the request carries one, even when V3 is what verified. A request that
-// carries both families could otherwise be replayed with its V3 headers
-// removed and another body: V2 would verify it, and its V2 nonce would
-// never have been seen.
+// match. Every nonce the request carries is returned in Proof, to be
+// fresh and remembered, whichever family verified: a request carrying both
+// could otherwise be replayed with one family's headers removed (without
+// V3, with another body, which V2 does not cover), under a nonce never
+// seen.
 func (c *Plivo) Verify(r *Request) (Proof, error) {
 	version := "V3"
 	v2Nonce := r.Header.Get("X-Plivo-Signature-V2-Nonce")
@@ -66,8 +66,8 @@ func (c *Plivo) Verify(r *Request) (Proof, error) {
 		return Proof{}, badSignature("plivo", "missing X-Plivo-Signature-V2 (or -V3) and nonce headers")
 	}
 	remember := nonce
-	if v2Nonce != "" {
-		remember = v2Nonce
+	if v2Nonce != "" && v2Nonce != nonce {
+		remember = v2Nonce + "\n" + nonce
 	}
 	var u *url.URL
 	for _, cand := range urlCandidates(stripFragment(r.URL)) {
