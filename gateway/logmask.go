@@ -185,7 +185,8 @@ func afterPlus(s string, i int) bool {
 // spacedNumber reads, from s[i] (the first digit after a '+'), a phone
 // number written in groups: digit runs joined by up to three separators (a
 // space, '-', '.', '/', '(' or ')', or as a URL encodes them "%20", "+",
-// "%28", "%29"), as in "+1 (415) 555-0123" or "+1 - 415 - 555 - 0123". It
+// "%28", "%29"), as in "+1 (415) 555-0123" or "+1 - 415 - 555 - 0123"; a
+// '+' with another separator begins the next number instead. It
 // returns where the number ends and its digits; ok is false unless 8–15
 // digits stand in two groups or more. Groups that would make it longer than
 // 15 digits are left after it (digits that follow a number are no reason
@@ -203,15 +204,18 @@ func spacedNumber(s string, i int) (end int, digits []byte, ok bool) {
 		digits = append(digits, s[j:k]...)
 		groups++
 		end = k
-		n := 0
+		n, plus := 0, false
 		for sep := 0; sep < 3; sep++ {
 			m := separatorLen(s, k+n)
 			if m == 0 {
 				break
 			}
+			plus = plus || s[k+n] == '+'
 			n += m
 		}
-		if n == 0 || k+n >= len(s) || !isDigit(s[k+n]) {
+		// A '+' alone is a space as a URL query encodes it; after another
+		// separator ("/+44", " +1") it starts the next number.
+		if n == 0 || k+n >= len(s) || !isDigit(s[k+n]) || plus && n > 1 {
 			break
 		}
 		j = k + n
