@@ -56,11 +56,13 @@ func (w *Worker) maintain(ctx context.Context) {
 		vis := cmp.Or(w.visibility, visibility(st))
 		reclaimEvery := min(max(vis/4, time.Second), 30*time.Second)
 		n, next, err := w.Store.PromoteNext(ctx, w.id, now, 512)
-		if err == nil && (now.Sub(lastLeaseCheck) >= leaseCheckEvery || st != checked) {
+		if now.Sub(lastLeaseCheck) >= leaseCheckEvery || st != checked {
 			// at once after a reload: a changed destination is not read
-			// until checked
-			if err = w.checkLeases(ctx, st); err == nil {
+			// until checked; whatever became of the promotion
+			if lerr := w.checkLeases(ctx, st); lerr == nil {
 				lastLeaseCheck, checked = now, st
+			} else if err == nil {
+				err = lerr
 			}
 		}
 		if err == nil && now.Sub(lastReclaim) >= reclaimEvery {

@@ -151,13 +151,18 @@ func (w *Worker) build(t *policy.Tenant, old *state) *state {
 		if d.IsPull() {
 			continue // its app fetches its jobs (gateway/pull.go)
 		}
+		var prev *target
 		if old != nil {
-			if prev := old.dests[id]; prev != nil && reflect.DeepEqual(prev.cfg, d) {
+			if prev = old.dests[id]; prev != nil && reflect.DeepEqual(prev.cfg, d) {
 				st.dests[id] = prev
 				continue
 			}
 		}
-		st.dests[id] = w.newTarget(id, d)
+		t := w.newTarget(id, d)
+		if prev != nil && !prev.cfg.Ordered && !d.Ordered {
+			t.lease.Store(prev.lease.Load()) // unordered before too: what was known holds
+		}
+		st.dests[id] = t
 	}
 	return st
 }

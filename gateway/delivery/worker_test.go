@@ -567,3 +567,27 @@ func TestWorkerPrunesGoneConsumers(t *testing.T) {
 		t.Errorf("no log line about the removal:\n%s", r.log.String())
 	}
 }
+
+// TestReloadedDestinationReadDespitePromoteErrors: a destination a reload
+// adds is read once its lease state is known, even while promoting
+// retries fails (a retry set it cannot read).
+func TestReloadedDestinationReadDespitePromoteErrors(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	rcv := receiver(t, func() int { return http.StatusOK })
+	w := r.start(loadTenant(t, tenantYAML("", fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s}
+`, rcv.URL, testSecret))), "c1", "")
+	r.enqueue(1, "app")
+	waitFor(t, 5*time.Second, "the first delivery", func() bool { return len(r.made("app")) == 1 })
+	ctx := context.Background()
+	if err := r.rdb.Set(ctx, "sb:{acme}:retry", "not a sorted set", 0).Err(); err != nil { // promotion fails from now on
+		t.Fatal(err)
+	}
+	w.Update(loadTenant(t, tenantYAML("", fmt.Sprintf(`    destinations:
+      app: {url: %q, secret: %s}
+      new: {url: %q, secret: %s}
+`, rcv.URL, testSecret, rcv.URL, testSecret))))
+	r.enqueue(1, "new")
+	waitFor(t, 10*time.Second, "the added destination's delivery", func() bool { return len(r.made("new")) == 1 })
+}
