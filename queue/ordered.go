@@ -261,6 +261,15 @@ func (s *Store) Hold(ctx context.Context, j *Job, attempts int, due time.Time, l
 	return nil
 }
 
+// Unhold removes the hold record of the job id of dest, once the job it
+// kept (returned by Reclaim with a Due to wait for) is in the retry set.
+func (s *Store) Unhold(ctx context.Context, tenant, dest, id string) error {
+	if err := s.rdb.HDel(ctx, holdKey(tenant, dest), id).Err(); err != nil {
+		return unavailable("unhold", err)
+	}
+	return nil
+}
+
 func parseHold(rec string) (attempts int, due time.Time, lastErr string) {
 	a, rest, _ := strings.Cut(rec, "|")
 	d, lastErr, _ := strings.Cut(rest, "|")

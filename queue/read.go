@@ -194,7 +194,7 @@ func (s *Store) Reclaim(ctx context.Context, tenant, consumer string, dests []st
 	for i, d := range dests {
 		keys[i], keys[len(dests)+i] = streamKey(tenant, d), holdKey(tenant, d)
 	}
-	res, err := reclaimScript.Run(ctx, s.rdb, keys, consumer, minIdle.Milliseconds(), count).Slice()
+	res, err := reclaimScript.Run(ctx, s.rdb, keys, consumer, minIdle.Milliseconds(), count, time.Now().UnixMilli()).Slice()
 	if err != nil {
 		return nil, unavailable("reclaim", err)
 	}

@@ -285,25 +285,57 @@ func TestReclaimOrderedReads(t *testing.T) {
 
 // TestReclaimHeldTwice: a held head (held in place while its destination
 // was ordered) keeps its hold's attempts when the instance that reclaimed
-// it stops too: the next reclaim counts them and the lost attempt.
+// it stops too: due now, the next reclaim counts them and the lost attempt;
+// still to wait, it comes again with its attempts and due time (no attempt
+// was made), until Unhold once it is in the retry set.
 func TestReclaimHeldTwice(t *testing.T) {
 	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
 		ctx := ctxT(t)
-		mustEnqueue(t, s, entry(1, "a"))
-		jobs := mustRead(t, s, OrderedConsumer("c1"), map[string]int{"a": 1})
-		due := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
-		if err := s.Hold(ctx, &jobs[0], 3, due, "boom"); err != nil {
+		mustEnqueue(t, s, entry(1, "a"), entry(2, "b"))
+		jobs := mustRead(t, s, OrderedConsumer("c1"), map[string]int{"a": 1, "b": 1})
+		later := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
+		for _, j := range jobs {
+			due := time.Now().Add(-time.Second) // a: due now
+			if j.Destination == "b" {
+				due = later
+			}
+			if err := s.Hold(ctx, &j, 3, due, "boom"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		byDest := func(consumer string) map[string]Job {
+			t.Helper()
+			got, err := s.Reclaim(ctx, tenant, consumer, []string{"a", "b"}, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := map[string]Job{}
+			for _, j := range got {
+				m[j.Destination] = j
+			}
+			return m
+		}
+		got := byDest("c2")
+		if a := got["a"]; a.Attempts != 3 || a.LastError != "boom" {
+			t.Fatalf("first Reclaim of a = %+v; want its 3 held attempts", a)
+		}
+		if b := got["b"]; b.Attempts != 3 || !b.Due.Equal(later) {
+			t.Fatalf("first Reclaim of b = %+v; want its 3 held attempts, due %v", b, later)
+		}
+		for i, consumer := range []string{"c3", "c4"} { // c2, then c3, stop
+			got = byDest(consumer)
+			if want := 4 + i; got["a"].Attempts != want {
+				t.Errorf("Reclaim of a by %s = %+v; want %d attempts (held + lost)", consumer, got["a"], want)
+			}
+			if b := got["b"]; b.Attempts != 3 || !b.Due.Equal(later) || b.LastError != "boom" {
+				t.Errorf("Reclaim of b by %s = %+v; want still its 3 attempts, due %v", consumer, b, later)
+			}
+		}
+		if err := s.Unhold(ctx, tenant, "b", got["b"].ID); err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.Reclaim(ctx, tenant, "c2", []string{"a"}, 0, 10)
-		if err != nil || len(got) != 1 || got[0].Attempts != 3 || got[0].LastError != "boom" || !got[0].Due.Equal(due) {
-			t.Fatalf("first Reclaim = %+v, %v; want the job with its 3 held attempts, due %v", got, err, due)
-		}
-		for i, consumer := range []string{"c3", "c4"} { // c2, then c3, stop mid-attempt
-			got, err = s.Reclaim(ctx, tenant, consumer, []string{"a"}, 0, 10)
-			if want := 4 + i; err != nil || len(got) != 1 || got[0].Attempts != want {
-				t.Fatalf("Reclaim by %s = %+v, %v; want the job with %d attempts", consumer, got, err, want)
-			}
+		if n := rdb.HLen(ctx, holdKey(tenant, "b")).Val(); n != 0 {
+			t.Errorf("hold records of b after Unhold = %d, want 0", n)
 		}
 	})
 }

@@ -253,7 +253,7 @@ return {#due, tonumber(nx[2])}
 //
 // KEYS: the destination streams, then as many hold hashes (ordered.go), in
 // the same order. ARGV[1] consumer, ARGV[2] min idle ms, ARGV[3] count
-// (over all streams).
+// (over all streams), ARGV[4] now (unix ms).
 //
 // XPENDING + XCLAIM rather than XAUTOCLAIM: the embedded store's XAUTOCLAIM
 // neither reports nor drops pending entries whose stream entry was deleted.
@@ -316,7 +316,9 @@ for k = 1, n do
           set(f, 'a', a or '0')
           if err and err ~= '' then set(f, 'e', err) end
           if due and due ~= '' and due ~= '0' then set(f, 'w', due) end
-          redis.call('HDEL', holds, e[1])
+          -- A job still to wait keeps its record until it moves to the
+          -- retry set (Unhold): should that fail, the next claim finds it.
+          if (tonumber(due) or 0) <= tonumber(ARGV[4]) then redis.call('HDEL', holds, e[1]) end
           -- the record goes: should this claim be lost too, the next one
           -- counts the stored attempts plus this counter
           fresh[#fresh + 1] = {e[1], math.max(1, (tonumber(a) or 0) + 1 - stored)}

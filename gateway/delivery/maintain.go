@@ -136,12 +136,17 @@ func (w *Worker) waitDue(ctx context.Context, jobs []queue.Job, now time.Time) [
 			ready = append(ready, j)
 			continue
 		}
+		id := j.ID
 		if err := w.Store.Retry(ctx, &j, j.Attempts, j.Due, j.LastError); err != nil {
 			w.Log.Warn("moving a reclaimed job to its retry failed; it is reclaimed again later", "tenant", w.id,
 				"destination", j.Destination, "event_id", j.EventID, "err", err)
 			continue
 		}
 		moved = true
+		if err := w.Store.Unhold(ctx, w.id, j.Destination, id); err != nil {
+			w.Log.Warn("removing a moved job's hold record failed; it is left unused", "tenant", w.id,
+				"destination", j.Destination, "event_id", j.EventID, "err", err)
+		}
 	}
 	if moved {
 		select { // maintain promotes it when due, not at its next tick

@@ -484,6 +484,9 @@ func TestReclaimedHeldJobWaits(t *testing.T) {
 	if n, _ := r.rdb.XLen(ctx, "sb:{acme}:d:app").Result(); n != 0 {
 		t.Errorf("stream still holds %d entries", n)
 	}
+	waitFor(t, 5*time.Second, "the hold record to go", func() bool {
+		return r.rdb.HLen(ctx, "sb:{acme}:hold:app").Val() == 0
+	})
 }
 
 // TestRunningAttemptNotReclaimed: an attempt that runs longer than another
