@@ -165,7 +165,7 @@ func (c *Bird) Parse(r *Request) ([]switchboard.Event, error) {
 	for _, contact := range to {
 		d := switchboard.EventData{
 			MessageID: m.ID, From: E164(m.Sender.Connector.IdentifierValue), To: E164(contact.IdentifierValue),
-			Status: mapStatus(birdStatus, m.Status), CarrierStatus: m.Status, Error: failure,
+			Status: mapStatus(birdStatus, m.Status), CarrierStatus: m.Status, Error: failureOnly(mapStatus(birdStatus, m.Status), failure),
 			Segments: m.ChargeableUnits, OccurredAt: parseTimePtr(m.LastStatusAt),
 		}
 		events = append(events, switchboard.Event{Type: switchboard.TypeStatus, Data: d})

@@ -230,7 +230,8 @@ var plivoStatus = map[string]string{
 	"read":        switchboard.StatusRead,
 }
 
-// plivoTime is the layout of Plivo's timestamps (UTC).
+// plivoTime is the layout of Plivo's timestamps (UTC; an offset after it,
+// "+00:00" as its API records have, is read too).
 const plivoTime = "2006-01-02 15:04:05.999999"
 
 // Parse reads a status callback (it has Status) or an inbound message.
@@ -253,8 +254,8 @@ func (c *Plivo) Parse(r *Request) ([]switchboard.Event, error) {
 			d.Error = &switchboard.Error{Code: code}
 		}
 		for _, k := range []string{"DeliveryReportTime", "SentTime", "QueuedTime", "MessageTime"} {
-			if t, err := time.Parse(plivoTime, p.Get(k)); err == nil {
-				d.OccurredAt = switchboard.TimePtr(t)
+			if t := parseTimeIn(p.Get(k), plivoTime, plivoTime+"Z07:00"); t != nil {
+				d.OccurredAt = t
 				break
 			}
 		}

@@ -177,12 +177,14 @@ func (c *Telnyx) Parse(r *Request) ([]switchboard.Event, error) {
 		failure = &switchboard.Error{Code: string(e.Code), Message: orDefault(e.Detail, e.Title)}
 	}
 	var events []switchboard.Event
+	bookkeeping := 0
 	for _, to := range p.To {
 		if to.Status == "" {
 			continue // no status to report (a null or empty recipient)
 		}
 		status, ok := telnyxStatus[to.Status]
 		if ok && status == "" {
+			bookkeeping++
 			continue
 		}
 		if !ok {
@@ -194,24 +196,72 @@ func (c *Telnyx) Parse(r *Request) ([]switchboard.Event, error) {
 		}
 		// The errors are the message's; a recipient it reached has none
 		// (recipients of one message can finalize differently).
-		if status != switchboard.StatusDelivered && status != switchboard.StatusSent && status != switchboard.StatusQueued &&
-			status != switchboard.StatusAccepted && status != switchboard.StatusRead {
-			e.Error = failure
-		}
+		e.Error = failureOnly(status, failure)
 		events = append(events, switchboard.Event{Type: switchboard.TypeStatus, Data: e})
 	}
-	if len(events) == 0 {
+	if len(events) == 0 && bookkeeping == 0 {
 		return nil, badPayload("telnyx", "%s without recipients", d.EventType)
 	}
-	return events, nil
+	return events, nil // none: only bookkeeping recipients, nothing to report
+}
+
+// failureOnly is err for a status that may carry one (failed,
+// undelivered, unknown), nil for one that reports progress: a carrier's
+// reason text on a delivered message is no error.
+func failureOnly(status string, err *switchboard.Error) *switchboard.Error {
+	switch status {
+	case switchboard.StatusDelivered, switchboard.StatusSent, switchboard.StatusQueued,
+		switchboard.StatusAccepted, switchboard.StatusRead:
+		return nil
+	}
+	return err
 }
 
 // parseTimePtr reads an RFC 3339 time, nil when absent or malformed.
 func parseTimePtr(s string) *switchboard.Time {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return switchboard.TimePtr(t)
+	return parseTimeIn(s, time.RFC3339Nano)
+}
+
+// parseTimeIn reads s in the first of layouts that fits, nil if none does.
+// A time from a URL query whose zone's '+' was left unencoded (decoded
+// as a space: "2025-01-15T10:31:05 00:00") is read with its '+' back.
+func parseTimeIn(s string, layouts ...string) *switchboard.Time {
+	if s == "" {
+		return nil
+	}
+	for _, v := range []string{s, plusBack(s)} {
+		for _, l := range layouts {
+			if t, err := time.Parse(l, v); err == nil {
+				return switchboard.TimePtr(t)
+			}
+		}
+		if v == plusBack(v) {
+			break
+		}
 	}
 	return nil
+}
+
+// plusBack turns a space before a trailing zone offset ("… 00:00",
+// "… 0100") back into the '+' a form decoding made of it.
+func plusBack(s string) string {
+	i := strings.LastIndexByte(s, ' ')
+	if i < 0 || i+5 > len(s) || !isDigits(s[i+1:i+3]) {
+		return s
+	}
+	if z := s[i+1:]; len(z) == 5 && (z[2] == ':' && isDigits(z[3:]) || isDigits(z)) {
+		return s[:i] + "+" + z
+	}
+	return s
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Reply is an empty 200, which Telnyx must have within 2 s.

@@ -233,12 +233,23 @@ func (c *Twilio) Parse(r *Request) ([]switchboard.Event, error) {
 	word := firstOf(p, "MessageStatus", "SmsStatus")
 	if word == "" || word == "received" || word == "receiving" {
 		d.Text = p.Get("Body")
-		n := atoi(p.Get("NumMedia"))
-		for i := 0; i < n && i < len(p); i++ {
+		n, given := atoi(p.Get("NumMedia")), p.Has("NumMedia")
+		for i := 0; (i < n || !given) && i < len(p); i++ {
 			k := strconv.Itoa(i)
-			if u := p.Get("MediaUrl" + k); u != "" {
+			u := p.Get("MediaUrl" + k)
+			if u == "" && !given {
+				break // without NumMedia: the MediaUrl<i> given from 0 on
+			}
+			if u != "" {
 				d.Media = append(d.Media, switchboard.Media{URL: u, ContentType: p.Get("MediaContentType" + k)})
 			}
+		}
+		if word == "receiving" && d.Text == "" && len(d.Media) == 0 {
+			// A message still arriving, with nothing of it yet: no event.
+			// As one, it would take the message's dedup key (an inbound
+			// event's has no status), and the "received" callback that
+			// brings the text would be dropped as its duplicate.
+			return nil, nil
 		}
 		return []switchboard.Event{{Type: switchboard.TypeReceived, Data: d}}, nil
 	}

@@ -247,6 +247,16 @@ func TestTwilioParse(t *testing.T) {
 			}
 		})
 	}
+	// A message still arriving, with nothing of it yet, is no event: it
+	// would take the dedup key of the "received" callback that brings it.
+	if events, err := c.Parse(form("MessageSid=MM9&MessageStatus=receiving&From=%2B15555550100")); err != nil || len(events) != 0 {
+		t.Errorf("receiving without a body = %+v, %v; want no event", events, err)
+	}
+	// Media without NumMedia: the MediaUrl<i> given from 0 on.
+	events, err := c.Parse(form("MessageSid=MM9&MediaUrl0=https%3A%2F%2Fa&MediaContentType0=image%2Fjpeg&MediaUrl1=https%3A%2F%2Fb"))
+	if err != nil || len(events) != 1 || len(events[0].Data.Media) != 2 || events[0].Data.Media[0].ContentType != "image/jpeg" || events[0].Data.Media[1].URL != "https://b" {
+		t.Errorf("media without NumMedia = %+v, %v; want both", events, err)
+	}
 	for _, bad := range []string{"From=%2B1555&Body=no+sid", "MessageSid=SM1&Body=%zz", "a;b"} {
 		if _, err := c.Parse(form(bad)); !errors.Is(err, switchboard.ErrBadPayload) {
 			t.Errorf("Parse(%q) = %v, want ErrBadPayload", bad, err)
@@ -254,7 +264,7 @@ func TestTwilioParse(t *testing.T) {
 	}
 	jr := &Request{Method: http.MethodPost, Header: http.Header{"Content-Type": {"application/json"}},
 		Body: []byte(`{"MessageSid":"SM00000000000000000000000000000002","MessageStatus":"delivered"}`)}
-	events, err := c.Parse(jr)
+	events, err = c.Parse(jr)
 	if err != nil || events[0].Data.Status != "delivered" || events[0].Data.MessageID != "SM00000000000000000000000000000002" {
 		t.Fatalf("Parse JSON = %+v, %v", events, err)
 	}
