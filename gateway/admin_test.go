@@ -842,7 +842,7 @@ tenants:
     sources:
       tw: {carrier: twilio, secret: %s}
     destinations:
-      slow: {url: %q, secret: %s, rate: {per_second: 20, burst: 1}}
+      slow: {url: %q, secret: %s, rate: {per_second: 2, burst: 1}}
     routes:
       - to: [slow]
 `, rs.URL(), token, slow.URL, destSecret), f.log)
@@ -863,6 +863,6 @@ tenants:
 		}
 	}
 	if waits < 1 {
-		t.Errorf("switchboard_rate_limit_waits_total = %v after four deliveries at 20/s with burst 1, want at least 1", waits)
+		t.Errorf("switchboard_rate_limit_waits_total = %v after four deliveries at 2/s with burst 1, want at least 1", waits)
 	}
 }

@@ -81,7 +81,7 @@ func newMetrics(s *Server) *metrics {
 	m.retries = counter("switchboard_retries_total",
 		"Delivery attempts that were retries (attempt 2 and later).", "tenant", "destination")
 	m.rateLimitWait = counter("switchboard_rate_limit_waits_total",
-		"Times a destination with free delivery slots was held because its rate limit (or the tenant's delivery_rate) was spent.",
+		"Times a destination's jobs waited because its rate limit (or the tenant's delivery_rate) was spent: once per hold that jobs waited out, or per batch of jobs read that waited for their slots.",
 		"tenant", "destination")
 	m.unroutedTotal = counter("switchboard_unrouted_events_total",
 		"Events no route took: counted and logged, not stored.", "tenant", "source")

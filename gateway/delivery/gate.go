@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -82,13 +83,36 @@ func (w *Worker) gates(st *state) map[string]int {
 	return want
 }
 
-// noteRate records whether a rate limit holds t and reports each new wait
-// to RateLimited. Only gates calls it, from Run's goroutine.
+// noteRate records that a rate limit holds t, unread, from now until the
+// next read that includes it; that read reports the wait (noteRead) if it
+// finds jobs: they were waiting. Only gates calls it, from Run's
+// goroutine.
 func (w *Worker) noteRate(t *target, held bool) {
-	if held && !t.rateHeld && w.RateLimited != nil {
-		w.RateLimited(t.id)
+	if held {
+		t.rateHeld = true
 	}
-	t.rateHeld = held
+}
+
+// noteRead reports to RateLimited, once per hold, the destinations a rate
+// limit held (noteRate) whose first read after the hold found jobs, and
+// ends their holds; it returns those reported. Only Run calls it, from its
+// goroutine.
+func (w *Worker) noteRead(st *state, want map[string]int, jobs []queue.Job) (reported map[string]bool) {
+	for id := range want {
+		t := st.dests[id]
+		if t == nil || !t.rateHeld {
+			continue
+		}
+		t.rateHeld = false
+		if w.RateLimited != nil && slices.ContainsFunc(jobs, func(j queue.Job) bool { return j.Destination == id }) {
+			w.RateLimited(id)
+			if reported == nil {
+				reported = map[string]bool{}
+			}
+			reported[id] = true
+		}
+	}
+	return reported
 }
 
 // tenantRateHeld notes that the tenant's delivery_rate holds every
@@ -101,8 +125,9 @@ func (w *Worker) tenantRateHeld(st *state) {
 
 // dispatch reserves each job's rate slot and starts it; a job whose slot is
 // further than maxRateWait away, or whose destination is gone, goes back
-// to its stream untouched.
-func (w *Worker) dispatch(ctx context.Context, st *state, jobs []queue.Job) {
+// to its stream untouched. A destination whose jobs wait for their slots
+// counts one wait (RateLimited), unless reported already (noteRead).
+func (w *Worker) dispatch(ctx context.Context, st *state, jobs []queue.Job, reported map[string]bool) {
 	if len(jobs) == 0 {
 		return
 	}
@@ -111,6 +136,15 @@ func (w *Worker) dispatch(ctx context.Context, st *state, jobs []queue.Job) {
 		delays = w.reserveRedis(ctx, st, jobs)
 	} else {
 		delays = w.reserveLocal(st, jobs)
+	}
+	if w.RateLimited != nil {
+		waited := map[string]bool{} // once per destination and batch
+		for i := range jobs {
+			if d := jobs[i].Destination; delays[i] != 0 && st.dests[d] != nil && !waited[d] && !reported[d] {
+				waited[d] = true
+				w.RateLimited(d)
+			}
+		}
 	}
 	for i := range jobs {
 		j := &jobs[i]

@@ -77,7 +77,7 @@ func (w *Worker) maintain(ctx context.Context) {
 			}
 			var jobs []queue.Job
 			jobs, err = w.Store.Reclaim(ctx, w.id, w.Consumer, dests, vis, 256)
-			w.dispatch(ctx, st, w.waitDue(ctx, jobs, now))
+			w.dispatch(ctx, st, w.waitDue(ctx, jobs, now), nil)
 		}
 		if err == nil && now.Sub(lastPrune) >= cmp.Or(w.pruneEvery, pruneEvery) {
 			lastPrune = now

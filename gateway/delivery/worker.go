@@ -49,9 +49,11 @@ type Worker struct {
 	// dead-lettered because its attempts were lost (buryLost) with the last
 	// of them: Result Lost, j.Attempts+1 its number, no latency.
 	Observe func(dest string, j *queue.Job, o Outcome, d Decision, latency time.Duration)
-	// RateLimited, when not nil, is called each time a destination with
-	// free slots starts being held because its rate limit, or the tenant's
-	// delivery_rate, is spent: once per wait, not once per check.
+	// RateLimited, when not nil, is called each time a destination's jobs
+	// wait because its rate limit, or the tenant's delivery_rate, is
+	// spent: jobs read that wait for their slot (once per batch), or jobs
+	// found by the first read after such a hold held the destination
+	// unread (once per hold). A hold that no job waited out is no wait.
 	RateLimited func(dest string)
 	// RateScope is where rate limits are kept: policy.RateScopeRedis (in
 	// total across instances, one script call per batch of jobs read) or
@@ -105,7 +107,8 @@ type target struct {
 	// heldUntil (unix ns) is when the destination's rate next allows a
 	// send, as the Redis limiter last said (redis scope).
 	heldUntil atomic.Int64
-	// rateHeld: a rate limit held it at gates' last pass (RateLimited).
+	// rateHeld: a rate limit held it unread since its last read
+	// (noteRate, noteRead).
 	rateHeld bool
 	// lease says, for a destination configured unordered here, whether
 	// another instance holds its ordered lease (checkLeases): leaseUnknown
@@ -284,9 +287,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			continue
 		}
 		fails = 0
+		reported := w.noteRead(st, want, jobs)
 		// A reload during the read: follow the configuration now in force
 		// (a job of a destination removed meanwhile goes back to Redis).
-		w.dispatch(ctx, w.st.Load(), jobs)
+		w.dispatch(ctx, w.st.Load(), jobs, reported)
 		if block == 0 && len(jobs) == 0 {
 			w.idle(ctx)
 		}

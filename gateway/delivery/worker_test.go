@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -593,4 +594,47 @@ func TestReloadedDestinationReadDespitePromoteErrors(t *testing.T) {
 `, rcv.URL, testSecret, rcv.URL, testSecret))))
 	r.enqueue(1, "new")
 	waitFor(t, 10*time.Second, "the added destination's delivery", func() bool { return len(r.made("new")) == 1 })
+}
+
+// TestRateLimitedCountsRealWaits: RateLimited reports a destination's jobs
+// waiting for its rate (or the tenant's delivery_rate) — not a hold that no
+// job waited out (a lone job sent at once), nor destinations that had
+// nothing to send — in either scope.
+func TestRateLimitedCountsRealWaits(t *testing.T) {
+	t.Parallel()
+	for _, scope := range []string{"", "redis"} {
+		t.Run("scope="+scope, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			rcv := receiver(t, func() int { return http.StatusOK })
+			tenant := loadTenant(t, tenantYAML("", fmt.Sprintf(`    delivery_rate: {per_second: 4, burst: 1}
+    destinations:
+      app: {url: %q, secret: %s, rate: {per_second: 4, burst: 1}}
+      idle: {url: %q, secret: %s}
+`, rcv.URL, testSecret, rcv.URL, testSecret)))
+			var mu sync.Mutex
+			waits := map[string]int{}
+			r.startWith(tenant, "c1", scope, func(w *Worker) {
+				w.RateLimited = func(dest string) { mu.Lock(); waits[dest]++; mu.Unlock() }
+			})
+			count := func() map[string]int {
+				mu.Lock()
+				defer mu.Unlock()
+				return maps.Clone(waits)
+			}
+			r.enqueue(1, "app")
+			waitFor(t, 5*time.Second, "the lone job", func() bool { return len(r.made("app")) == 1 })
+			// the next read finds nothing: the hold after the send ends
+			// without a wait
+			time.Sleep(600 * time.Millisecond)
+			if w := count(); len(w) != 0 {
+				t.Errorf("after one job sent at once: waits %v, want none", w)
+			}
+			r.enqueue(4, "app") // at 4/s, three of them wait
+			waitFor(t, 5*time.Second, "the four jobs", func() bool { return len(r.made("app")) == 5 })
+			if w := count(); w["app"] < 1 || w["idle"] != 0 {
+				t.Errorf("after four jobs at 4/s: waits %v, want app's, none for idle", w)
+			}
+		})
+	}
 }
