@@ -358,10 +358,15 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		for d, v := range st {
-			ch <- prometheus.MustNewConstMetric(descQueueDepth, prometheus.GaugeValue, float64(v.Queued+v.InFlight), tid, d)
-			ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(v.InFlight), tid, d)
+			// The stream of a destination no longer configured is not
+			// read: its depth is unknown, not 0. Its retries and dead
+			// letters are counted all the same.
+			if t.Destinations[d] != nil {
+				ch <- prometheus.MustNewConstMetric(descQueueDepth, prometheus.GaugeValue, float64(v.Queued+v.InFlight), tid, d)
+				ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(v.InFlight), tid, d)
+				ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, v.Oldest.Seconds(), tid, d)
+			}
 			ch <- prometheus.MustNewConstMetric(descRetryDepth, prometheus.GaugeValue, float64(v.Retrying), tid, d)
-			ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, v.Oldest.Seconds(), tid, d)
 			ch <- prometheus.MustNewConstMetric(descDLQDepth, prometheus.GaugeValue, float64(v.Dead), tid, d)
 			// Only where statuses can be dropped (or were, before a reload
 			// turned it off): a zero for every destination would be noise.
@@ -389,10 +394,14 @@ func (s *Server) observe(tid string) func(dest string, j *queue.Job, o delivery.
 	return func(dest string, j *queue.Job, o delivery.Outcome, d delivery.Decision, latency time.Duration) {
 		attempt := j.Attempts + 1
 		outcome := outcomeName(d.Action)
-		if o.Result == delivery.Lost {
+		// An attempt that ended after a reload removed its tenant goes
+		// into the history, not into series that are gone.
+		live := s.config().Tenants[tid] != nil
+		switch {
+		case live && o.Result == delivery.Lost:
 			// made by an instance that stopped: no request to time or trace
 			s.metrics.lostAttempt(tid, dest, outcome)
-		} else {
+		case live:
 			s.metrics.attempt(tid, dest, attempt, outcome, latency)
 			s.tracing.attempt(tid, dest, j, attempt, o, outcome, latency)
 		}

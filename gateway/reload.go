@@ -44,12 +44,16 @@ func (s *Server) worker(tid string) *delivery.Worker {
 func (s *Server) newWorker(tid string, t *policy.Tenant) *delivery.Worker {
 	return &delivery.Worker{
 		Store: s.store, Tenant: t, Client: s.client, Consumer: s.consumer,
-		Acker:       s.acker,
-		Log:         s.log,
-		Observe:     s.observe(tid),
-		RateLimited: func(dest string) { s.metrics.rateLimited(tid, dest) },
-		RateScope:   s.started.Delivery.RateScope,
-		ReadSlots:   s.readSlots,
+		Acker:   s.acker,
+		Log:     s.log,
+		Observe: s.observe(tid),
+		RateLimited: func(dest string) {
+			if s.config().Tenants[tid] != nil { // not after a reload removed it
+				s.metrics.rateLimited(tid, dest)
+			}
+		},
+		RateScope: s.started.Delivery.RateScope,
+		ReadSlots: s.readSlots,
 	}
 }
 

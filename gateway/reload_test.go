@@ -16,7 +16,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-gw/switchboard/gateway/carrier"
+	"github.com/switchboard-gw/switchboard/gateway/delivery"
 	"github.com/switchboard-gw/switchboard/policy"
+	"github.com/switchboard-gw/switchboard/queue"
 	"github.com/switchboard-gw/switchboard/queue/redistest"
 )
 
@@ -386,5 +388,55 @@ func TestReloadAdminOnOff(t *testing.T) {
 	}
 	if !strings.Contains(s.log.String(), "the admin API is on") {
 		t.Errorf("no line says the admin API is on:\n%s", s.log.String())
+	}
+}
+
+// TestMetricsAfterRemoval: an attempt that ends after a reload removed its
+// tenant adds no series back; a destination no longer configured shows its
+// dead letters and retries, and no queue depth (its stream is not read: 0
+// would be a guess).
+func TestMetricsAfterRemoval(t *testing.T) {
+	rs := redistest.Start(t)
+	tenants := func(dests string) string {
+		return fmt.Sprintf(`  acme:
+    destinations:
+%s  globex:
+    destinations:
+      app: {url: "https://app.example.com", secret: %s}
+`, dests, whsec)
+	}
+	s := mustServer(t, serverConfig(rs.URL(), tenants(fmt.Sprintf(`      app: {url: "https://app.example.com", secret: %s}
+      old: {url: "https://old.example.com", secret: %s}
+`, whsec, whsec))))
+	ctx := context.Background()
+	if err := s.rdb.HIncrBy(ctx, "sb:{acme}:counts", "x:old", 2).Err(); err != nil { // two dead letters of old
+		t.Fatal(err)
+	}
+	observe := s.observe("globex")
+	writeConfig(t, s.file, serverConfig(rs.URL(), fmt.Sprintf(`  acme:
+    destinations:
+      app: {url: "https://app.example.com", secret: %s}
+`, whsec)))
+	if err := s.ReloadFile(s.file); err != nil {
+		t.Fatal(err)
+	}
+	// globex's attempt in flight at the reload ends now
+	observe("app", &queue.Job{EventID: "evt_1"}, delivery.Outcome{Status: 200}, delivery.Decision{Action: delivery.Ack}, time.Millisecond)
+	resp, err := http.Get("http://" + s.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if l := grepLines(string(metrics), `tenant="globex"`); l != "" {
+		t.Errorf("an attempt that ended after its tenant was removed brought series back:\n%s", l)
+	}
+	if !strings.Contains(string(metrics), `switchboard_dlq_depth{destination="old",tenant="acme"} 2`) {
+		t.Errorf("/metrics lacks the removed destination's dead letters:\n%s", grepLines(string(metrics), `"old"`))
+	}
+	for _, name := range []string{"switchboard_queue_depth", "switchboard_queue_in_flight", "switchboard_queue_oldest_age_seconds"} {
+		if strings.Contains(string(metrics), name+`{destination="old"`) {
+			t.Errorf("%s of a destination no longer read:\n%s", name, grepLines(string(metrics), `"old"`))
+		}
 	}
 }
