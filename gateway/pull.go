@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -270,16 +271,7 @@ func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p
 		}
 		return nil, err
 	}
-	g.metrics.pulled(p.Tenant, p.Destination, 0, len(dead))
-	if len(dead) > 0 {
-		ids := make([]string, len(dead))
-		for i, o := range dead {
-			ids[i] = o.EventID
-			g.recordPull(tid, d.ID, o, "dead_letter", fmt.Sprintf(queue.PullDeadError, o.Attempt))
-		}
-		log.Warn("pulled events dead-lettered: handed out max_attempts times, never acknowledged",
-			"dead_lettered", len(dead), "event_ids", ids, "max_attempts", d.Retry.MaxAttempts)
-	}
+	g.pullDead(tid, d, dead)
 	if len(hs) > 0 {
 		ids := make([]string, len(hs))
 		for i, h := range hs {
@@ -293,6 +285,56 @@ func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p
 			"resumed", lastReceipt != nil)
 	}
 	return hs, nil
+}
+
+// sweepPulls dead-letters, every second, the events of each pull
+// destination whose last hand-out expired with none left
+// (queue.Store.PullSweep): an app that stopped pulling would otherwise
+// leave its last events in flight for good, out of the dead letters.
+func (g *Gateway) sweepPulls(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		cfg := g.config()
+		for _, tid := range cfg.TenantIDs() {
+			for _, d := range cfg.Tenants[tid].Destinations {
+				if !d.IsPull() {
+					continue
+				}
+				p := g.pullArgs(tid, d, 1)
+				p.Now = g.now()
+				dead, err := g.store.PullSweep(ctx, p)
+				if err != nil {
+					if ctx.Err() == nil {
+						g.log.Warn("dead-lettering spent pull hand-outs failed; tried again", "tenant", tid, "destination", d.ID, "err", err.Error())
+					}
+					continue
+				}
+				g.pullDead(tid, d, dead)
+			}
+		}
+	}
+}
+
+// pullDead counts, records and logs the events a pull destination
+// dead-lettered.
+func (g *Gateway) pullDead(tid string, d *policy.Destination, dead []queue.PullOutcome) {
+	if len(dead) == 0 {
+		return
+	}
+	g.metrics.pulled(tid, d.ID, 0, len(dead))
+	ids := make([]string, len(dead))
+	for i, o := range dead {
+		ids[i] = o.EventID
+		g.recordPull(tid, d.ID, o, "dead_letter", fmt.Sprintf(queue.PullDeadError, o.Attempt))
+	}
+	g.log.Warn("pulled events dead-lettered: handed out max_attempts times, never acknowledged",
+		"tenant", tid, "destination", d.ID, "dead_lettered", len(dead), "event_ids", ids, "max_attempts", d.Retry.MaxAttempts)
 }
 
 // recordPull writes what became of a hand-out into its event's history:

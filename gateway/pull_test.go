@@ -475,3 +475,36 @@ func dlqLen(t *testing.T, srv *Server) int {
 	}
 	return len(dl)
 }
+
+// TestPullSweepWithoutApp: an app that stops pulling does not leave its
+// last hand-out in flight for good: once it expires with no hand-out left,
+// the gateway dead-letters it by itself, into the history too.
+func TestPullSweepWithoutApp(t *testing.T) {
+	rs := redistest.Start(t)
+	srv := startServer(t, `
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: `+rs.URL()+`}
+history: {retention: 1h}
+tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: `+token+`}
+    destinations:
+      inbox: {type: pull, token: `+pullToken+`, visibility_timeout: 200ms, retry: {max_attempts: 1}}
+    routes:
+      - to: [inbox]
+`, &syncWriter{})
+	base := "http://" + srv.IngressAddr
+	sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{MessageID: "SM00000000000000000000000000000b01", Text: "hi"}, base+"/hooks/acme/tw")
+	f := &pullFixture{srv: &httptest.Server{URL: base}}
+	got := f.poll(t, "?max=10")
+	if len(got.Events) != 1 {
+		t.Fatalf("poll = %+v, want the event", got.Events)
+	}
+	// no more polls: the app is gone
+	waitUntil(t, "the spent hand-out to be dead-lettered", func() bool { return dlqLen(t, srv) == 1 })
+	waitUntil(t, "its history", func() bool {
+		h, _, err := srv.store.History(context.Background(), "acme", got.Events[0].Event.ID)
+		return err == nil && len(h.Attempts) == 1 && h.Attempts[0].Outcome == "dead_letter" && h.Attempts[0].Attempt == 1
+	})
+}

@@ -217,10 +217,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.runWorker(tid, w)
 	}
 	s.mu.Unlock()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.gw.sweepParts(wctx) // multipart.go: messages whose parts did not all come
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.gw.sweepPulls(wctx) // pull.go: spent hand-outs of apps that stopped pulling
 	}()
 	if s.gw.spool != nil {
 		s.wg.Add(1)

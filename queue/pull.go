@@ -238,6 +238,58 @@ type PullOutcome struct {
 	Attempt int
 }
 
+// pullSweepScript dead-letters the events whose last hand-out expired
+// (idle past the visibility timeout) and that may not be handed out again:
+// without it, such an event waits for the app's next pull, which a dead
+// app never makes.
+//
+// KEYS[1] stream, KEYS[2] dlq, KEYS[3] counters. ARGV[1] visibility ms,
+// ARGV[2] max attempts, ARGV[3] destination, ARGV[4] now unix ms, ARGV[5]
+// dead-letter error format, ARGV[6] at most this many looked at.
+//
+// Returns the dead-lettered {event id, attempts}.
+var pullSweepScript = redis.NewScript(`
+local stream, dlq, counts = KEYS[1], KEYS[2], KEYS[3]
+local maxAttempts, dest, now, errmsg = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local out, dead = {}, {}
+` + pullCommon + `
+local expired = redis.pcall('XPENDING', stream, 'sb', 'IDLE', ARGV[1], '-', '+', ARGV[6])
+if type(expired) ~= 'table' or expired.err then return {} end
+for _, e in ipairs(expired) do
+  local r = redis.call('XRANGE', stream, e[1], e[1])
+  local a = 0
+  if r[1] then a = tonumber(field(r[1][2], 'a') or '0') or 0 end
+  if not r[1] or a + tonumber(e[4]) >= maxAttempts then handOut(e[1], tonumber(e[4])) end
+end
+return dead
+`)
+
+// PullSweep dead-letters the events of p's destination whose last
+// hand-out expired and that have had p.MaxAttempts hand-outs, as Pull does
+// before it hands out, but without an app asking; it returns them. Errors
+// wrap switchboard.ErrUnavailable.
+func (s *Store) PullSweep(ctx context.Context, p *Pull) ([]PullOutcome, error) {
+	p.Max = max(p.Max, 1)
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	keys := []string{streamKey(p.Tenant, p.Destination), dlqKey(p.Tenant), countsKey(p.Tenant)}
+	res, err := pullSweepScript.Run(ctx, s.rdb, keys, max(p.Visibility.Milliseconds(), 1), p.MaxAttempts,
+		p.Destination, millis(p.now()), PullDeadError, 100).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable("pull sweep", err)
+	}
+	var dead []PullOutcome
+	for _, v := range res {
+		e, ok := v.([]any)
+		if !ok || len(e) != 2 {
+			return nil, unavailable("pull sweep", errUnexpectedReply)
+		}
+		dead = append(dead, PullOutcome{EventID: toString(e[0]), Attempt: int(toInt64(e[1]))})
+	}
+	return dead, nil
+}
+
 // PullDeadError is the last error of a dead-lettered pull event (%d: its
 // hand-outs).
 const PullDeadError = "not acknowledged after %d hand-outs (visibility timeout passed each time)"

@@ -245,3 +245,39 @@ func TestReceipt(t *testing.T) {
 		}
 	}
 }
+
+// TestPullSweep: an event whose last hand-out expired with no hand-out
+// left is dead-lettered without the app pulling again; one with hand-outs
+// left, or whose hand-out has not expired, stays.
+func TestPullSweep(t *testing.T) {
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		mustEnqueue(t, s, entry(1, "inbox"), entry(2, "inbox"))
+		const vis = 100 * time.Millisecond
+		if hs := mustPull(t, s, pullArgs(1, vis, 2)); len(hs) != 1 {
+			t.Fatalf("first pull = %v", handoutIDs(hs))
+		}
+		if dead, err := s.PullSweep(ctx, pullArgs(0, vis, 2)); err != nil || len(dead) != 0 {
+			t.Fatalf("sweep before the visibility timeout = %v, %v; want nothing", dead, err)
+		}
+		time.Sleep(vis + 50*time.Millisecond)
+		if dead, err := s.PullSweep(ctx, pullArgs(0, vis, 2)); err != nil || len(dead) != 0 {
+			t.Fatalf("sweep with a hand-out left = %v, %v; want nothing", dead, err)
+		}
+		if hs := mustPull(t, s, pullArgs(1, vis, 2)); len(hs) != 1 || hs[0].EventID != "evt_0001" || hs[0].Attempt != 2 {
+			t.Fatalf("second pull = %+v, want evt_0001's attempt 2", hs)
+		}
+		time.Sleep(vis + 50*time.Millisecond)
+		dead, err := s.PullSweep(ctx, pullArgs(0, vis, 2))
+		if err != nil || !slices.Equal(dead, []PullOutcome{{"evt_0001", 2}}) {
+			t.Fatalf("sweep after the last hand-out expired = %+v, %v; want evt_0001 after 2", dead, err)
+		}
+		dl, err := s.DLQList(ctx, tenant, "inbox", 0)
+		if err != nil || len(dl) != 1 || dl[0].EventID != "evt_0001" || dl[0].Attempts != 2 {
+			t.Fatalf("DLQ = %+v, %v", dl, err)
+		}
+		if hs := mustPull(t, s, pullArgs(5, vis, 2)); len(hs) != 1 || hs[0].EventID != "evt_0002" {
+			t.Errorf("then a pull gets %v, want evt_0002 only", handoutIDs(hs))
+		}
+	})
+}
