@@ -138,14 +138,7 @@ func (g *Gateway) finishParts(ctx context.Context, rt *routing, tid string, p *q
 // messages whose window has passed with parts missing, in every tenant
 // (a reload may have removed the source that took the parts).
 func (g *Gateway) sweepParts(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, time.Second, func() {
 		rt := g.routing()
 		for tid := range rt.tenants {
 			due, err := g.store.DueParts(ctx, tid, g.now(), 64)
@@ -158,6 +151,20 @@ func (g *Gateway) sweepParts(ctx context.Context) {
 			for _, member := range due {
 				g.storeParts(ctx, rt, tid, member)
 			}
+		}
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			fn()
 		}
 	}
 }

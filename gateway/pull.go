@@ -292,14 +292,7 @@ func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p
 // (queue.Store.PullSweep): an app that stopped pulling would otherwise
 // leave its last events in flight for good, out of the dead letters.
 func (g *Gateway) sweepPulls(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, time.Second, func() {
 		cfg := g.config()
 		for _, tid := range cfg.TenantIDs() {
 			for _, d := range cfg.Tenants[tid].Destinations {
@@ -318,7 +311,7 @@ func (g *Gateway) sweepPulls(ctx context.Context) {
 				g.pullDead(tid, d, dead)
 			}
 		}
-	}
+	})
 }
 
 // pullDead counts, records and logs the events a pull destination

@@ -415,25 +415,7 @@ func TestPullMethodsAndBodies(t *testing.T) {
 // like a push attempt: handed out again after the visibility timeout
 // (retry), acknowledged (delivered), dead-lettered after max_attempts.
 func TestPullHistory(t *testing.T) {
-	rs := redistest.Start(t)
-	srv := startServer(t, `
-server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
-redis: {url: `+rs.URL()+`}
-history: {retention: 1h}
-tenants:
-  acme:
-    sources:
-      tw: {carrier: twilio, secret: `+token+`}
-    destinations:
-      inbox: {type: pull, token: `+pullToken+`, visibility_timeout: 200ms, retry: {max_attempts: 2}}
-    routes:
-      - to: [inbox]
-`, &syncWriter{})
-	base := "http://" + srv.IngressAddr
-	for _, id := range []string{"SM00000000000000000000000000000a01", "SM00000000000000000000000000000a02"} {
-		sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{MessageID: id, Text: "hi"}, base+"/hooks/acme/tw")
-	}
-	f := &pullFixture{srv: &httptest.Server{URL: base}}
+	srv, f := pullServer(t, 2, "SM00000000000000000000000000000a01", "SM00000000000000000000000000000a02")
 	first := f.poll(t, "?max=10")
 	if len(first.Events) != 2 {
 		t.Fatalf("first poll = %+v, want both events", first.Events)
@@ -480,23 +462,7 @@ func dlqLen(t *testing.T, srv *Server) int {
 // last hand-out in flight for good: once it expires with no hand-out left,
 // the gateway dead-letters it by itself, into the history too.
 func TestPullSweepWithoutApp(t *testing.T) {
-	rs := redistest.Start(t)
-	srv := startServer(t, `
-server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
-redis: {url: `+rs.URL()+`}
-history: {retention: 1h}
-tenants:
-  acme:
-    sources:
-      tw: {carrier: twilio, secret: `+token+`}
-    destinations:
-      inbox: {type: pull, token: `+pullToken+`, visibility_timeout: 200ms, retry: {max_attempts: 1}}
-    routes:
-      - to: [inbox]
-`, &syncWriter{})
-	base := "http://" + srv.IngressAddr
-	sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{MessageID: "SM00000000000000000000000000000b01", Text: "hi"}, base+"/hooks/acme/tw")
-	f := &pullFixture{srv: &httptest.Server{URL: base}}
+	srv, f := pullServer(t, 1, "SM00000000000000000000000000000b01")
 	got := f.poll(t, "?max=10")
 	if len(got.Events) != 1 {
 		t.Fatalf("poll = %+v, want the event", got.Events)
@@ -507,4 +473,31 @@ tenants:
 		h, _, err := srv.store.History(context.Background(), "acme", got.Events[0].Event.ID)
 		return err == nil && len(h.Attempts) == 1 && h.Attempts[0].Outcome == "dead_letter" && h.Attempts[0].Attempt == 1
 	})
+}
+
+// pullServer runs a Server (history on) whose tenant acme routes every
+// event to the pull destination inbox (visibility timeout 200ms,
+// maxAttempts hand-outs), sends one inbound callback per message id, and
+// returns it with a fixture for its pull API.
+func pullServer(t *testing.T, maxAttempts int, messageIDs ...string) (*Server, *pullFixture) {
+	t.Helper()
+	rs := redistest.Start(t)
+	srv := startServer(t, fmt.Sprintf(`
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+redis: {url: %s}
+history: {retention: 1h}
+tenants:
+  acme:
+    sources:
+      tw: {carrier: twilio, secret: %s}
+    destinations:
+      inbox: {type: pull, token: %s, visibility_timeout: 200ms, retry: {max_attempts: %d}}
+    routes:
+      - to: [inbox]
+`, rs.URL(), token, pullToken, maxAttempts), &syncWriter{})
+	base := "http://" + srv.IngressAddr
+	for _, id := range messageIDs {
+		sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{MessageID: id, Text: "hi"}, base+"/hooks/acme/tw")
+	}
+	return srv, &pullFixture{srv: &httptest.Server{URL: base}}
 }

@@ -279,15 +279,24 @@ func (s *Store) PullSweep(ctx context.Context, p *Pull) ([]PullOutcome, error) {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable("pull sweep", err)
 	}
-	var dead []PullOutcome
-	for _, v := range res {
-		e, ok := v.([]any)
+	dead, ok := deadFromReply(res)
+	if !ok {
+		return nil, unavailable("pull sweep", errUnexpectedReply)
+	}
+	return dead, nil
+}
+
+// deadFromReply reads the scripts' list of dead-lettered {event id,
+// attempts}.
+func deadFromReply(v []any) (dead []PullOutcome, ok bool) {
+	for _, x := range v {
+		e, ok := x.([]any)
 		if !ok || len(e) != 2 {
-			return nil, unavailable("pull sweep", errUnexpectedReply)
+			return nil, false
 		}
 		dead = append(dead, PullOutcome{EventID: toString(e[0]), Attempt: int(toInt64(e[1]))})
 	}
-	return dead, nil
+	return dead, true
 }
 
 // PullDeadError is the last error of a dead-lettered pull event (%d: its
@@ -420,13 +429,9 @@ func (p *Pull) handouts(res []any) ([]Handout, []PullOutcome, error) {
 		return nil, nil, unavailable("pull", errUnexpectedReply)
 	}
 	last, _ := res[len(res)-1].([]any)
-	var dead []PullOutcome
-	for _, v := range last {
-		e, ok := v.([]any)
-		if !ok || len(e) != 2 {
-			return nil, nil, unavailable("pull", errUnexpectedReply)
-		}
-		dead = append(dead, PullOutcome{EventID: toString(e[0]), Attempt: int(toInt64(e[1]))})
+	dead, ok := deadFromReply(last)
+	if !ok {
+		return nil, nil, unavailable("pull", errUnexpectedReply)
 	}
 	out := make([]Handout, 0, len(res)-1)
 	for i, v := range res[:len(res)-1] {
