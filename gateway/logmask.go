@@ -192,6 +192,7 @@ func afterPlus(s string, i int) bool {
 // 15 digits are left after it (digits that follow a number are no reason
 // to log it whole).
 func spacedNumber(s string, i int) (end int, digits []byte, ok bool) {
+	literal := s[i-1] == '+' // not "%2B"
 	groups, j := 0, i
 	for {
 		k := j
@@ -213,9 +214,11 @@ func spacedNumber(s string, i int) (end int, digits []byte, ok bool) {
 			plus = plus || s[k+n] == '+'
 			n += m
 		}
-		// A '+' alone is a space as a URL query encodes it; after another
-		// separator ("/+44", " +1") it starts the next number.
-		if n == 0 || k+n >= len(s) || !isDigit(s[k+n]) || plus && n > 1 {
+		// A '+' alone is a space as a URL query encodes it; right before
+		// the digits and after another separator ("/+44", " +1") it starts
+		// the next number — unless this number was URL-encoded ("%2B1"),
+		// where every '+' is a space ("%2B1+%28415%29+555").
+		if n == 0 || k+n >= len(s) || !isDigit(s[k+n]) || plus && n > 1 && literal && s[k+n-1] == '+' {
 			break
 		}
 		j = k + n

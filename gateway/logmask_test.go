@@ -52,6 +52,10 @@ func TestMaskNumbers(t *testing.T) {
 		{"call +1-415-555-0123/+1-415-555-0199", "call +1415***0123/+1415***0199"},
 		{"+1 415 555 0123 +1 415 555 0199", "+1415***0123 +1415***0199"},
 		{"From=%2B1+415+555+0123&To=%2B1+415+555+0199", "From=%2B1415***0123&To=%2B1415***0199"},
+		// URL-encoded, every '+' is a space.
+		{"From=%2B1+%28415%29+555-0123", "From=%2B1415***0123"},
+		{"From=%2B1+(415)+555-0123", "From=%2B1415***0123"},
+		{"From=%2B1+-+415+-+555+-+0123", "From=%2B1415***0123"},
 		// Too few digits, or one group only: not a grouped number.
 		{"+1 2 3 and 4", "+1 2 3 and 4"},
 		{"retry +1 in 5s", "retry +1 in 5s"},
