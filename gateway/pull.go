@@ -271,14 +271,17 @@ func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p
 		}
 		return nil, err
 	}
-	g.pullDead(tid, d, dead)
+	deadMsg, againMsg := queue.PullDeadError, "not acknowledged within the visibility timeout"
+	if lastReceipt != nil {
+		deadMsg, againMsg = queue.PullResumeDeadError, "sent again when its stream reconnected (Last-Event-ID)"
+	}
+	g.pullDead(tid, d, dead, deadMsg)
 	if len(hs) > 0 {
 		ids := make([]string, len(hs))
 		for i, h := range hs {
 			ids[i] = h.EventID
-			if h.Attempt > 1 { // the hand-out before this one lapsed
-				g.recordPull(tid, d.ID, queue.PullOutcome{EventID: h.EventID, Attempt: h.Attempt - 1}, "retry",
-					"not acknowledged within the visibility timeout")
+			if h.Attempt > 1 { // what became of the hand-out before this one
+				g.recordPull(tid, d.ID, queue.PullOutcome{EventID: h.EventID, Attempt: h.Attempt - 1}, "retry", againMsg)
 			}
 		}
 		log.Info("events handed out", "events", len(hs), "event_ids", ids, "session", p.Session,
@@ -292,8 +295,13 @@ func (g *Gateway) pullOnce(r *http.Request, tid string, d *policy.Destination, p
 // (queue.Store.PullSweep): an app that stopped pulling would otherwise
 // leave its last events in flight for good, out of the dead letters.
 func (g *Gateway) sweepPulls(ctx context.Context) {
+	failing := false // logged once per outage, not per destination and second
 	every(ctx, time.Second, func() {
+		if g.spool != nil && g.spool.down.Load() {
+			return // Redis is known to be away: ask it nothing
+		}
 		cfg := g.config()
+		ok := true
 		for _, tid := range cfg.TenantIDs() {
 			for _, d := range cfg.Tenants[tid].Destinations {
 				if !d.IsPull() {
@@ -302,21 +310,25 @@ func (g *Gateway) sweepPulls(ctx context.Context) {
 				p := g.pullArgs(tid, d, 1)
 				p.Now = g.now()
 				dead, err := g.store.PullSweep(ctx, p)
+				g.pullDead(tid, d, dead, queue.PullDeadError) // what it did before an error too
 				if err != nil {
-					if ctx.Err() == nil {
-						g.log.Warn("dead-lettering spent pull hand-outs failed; tried again", "tenant", tid, "destination", d.ID, "err", err.Error())
+					if ok && !failing && ctx.Err() == nil {
+						g.log.Warn("dead-lettering spent pull hand-outs failed; tried again every second", "tenant", tid, "destination", d.ID, "err", err.Error())
 					}
-					continue
+					ok = false
 				}
-				g.pullDead(tid, d, dead)
 			}
 		}
+		if ok && failing {
+			g.log.Info("dead-lettering spent pull hand-outs works again")
+		}
+		failing = !ok
 	})
 }
 
 // pullDead counts, records and logs the events a pull destination
-// dead-lettered.
-func (g *Gateway) pullDead(tid string, d *policy.Destination, dead []queue.PullOutcome) {
+// dead-lettered; format is their last error (%d: hand-outs).
+func (g *Gateway) pullDead(tid string, d *policy.Destination, dead []queue.PullOutcome, format string) {
 	if len(dead) == 0 {
 		return
 	}
@@ -324,7 +336,7 @@ func (g *Gateway) pullDead(tid string, d *policy.Destination, dead []queue.PullO
 	ids := make([]string, len(dead))
 	for i, o := range dead {
 		ids[i] = o.EventID
-		g.recordPull(tid, d.ID, o, "dead_letter", fmt.Sprintf(queue.PullDeadError, o.Attempt))
+		g.recordPull(tid, d.ID, o, "dead_letter", fmt.Sprintf(format, o.Attempt))
 	}
 	g.log.Warn("pulled events dead-lettered: handed out max_attempts times, never acknowledged",
 		"tenant", tid, "destination", d.ID, "dead_lettered", len(dead), "event_ids", ids, "max_attempts", d.Retry.MaxAttempts)

@@ -322,6 +322,7 @@ type pulledEvent struct {
 	Receipt string `json:"receipt"`
 	Attempt int    `json:"attempt"`
 	Event   struct {
+		ID   string `json:"id"`
 		Data struct {
 			Text string `json:"text"`
 		} `json:"data"`
@@ -415,7 +416,7 @@ func TestPullMethodsAndBodies(t *testing.T) {
 // like a push attempt: handed out again after the visibility timeout
 // (retry), acknowledged (delivered), dead-lettered after max_attempts.
 func TestPullHistory(t *testing.T) {
-	srv, f := pullServer(t, 2, "SM00000000000000000000000000000a01", "SM00000000000000000000000000000a02")
+	srv, f := pullServer(t, "200ms", 2, "SM00000000000000000000000000000a01", "SM00000000000000000000000000000a02")
 	first := f.poll(t, "?max=10")
 	if len(first.Events) != 2 {
 		t.Fatalf("first poll = %+v, want both events", first.Events)
@@ -462,7 +463,7 @@ func dlqLen(t *testing.T, srv *Server) int {
 // last hand-out in flight for good: once it expires with no hand-out left,
 // the gateway dead-letters it by itself, into the history too.
 func TestPullSweepWithoutApp(t *testing.T) {
-	srv, f := pullServer(t, 1, "SM00000000000000000000000000000b01")
+	srv, f := pullServer(t, "200ms", 1, "SM00000000000000000000000000000b01")
 	got := f.poll(t, "?max=10")
 	if len(got.Events) != 1 {
 		t.Fatalf("poll = %+v, want the event", got.Events)
@@ -476,10 +477,10 @@ func TestPullSweepWithoutApp(t *testing.T) {
 }
 
 // pullServer runs a Server (history on) whose tenant acme routes every
-// event to the pull destination inbox (visibility timeout 200ms,
-// maxAttempts hand-outs), sends one inbound callback per message id, and
+// event to the pull destination inbox (visibility timeout vis, maxAttempts
+// hand-outs), sends one inbound callback per message id, and
 // returns it with a fixture for its pull API.
-func pullServer(t *testing.T, maxAttempts int, messageIDs ...string) (*Server, *pullFixture) {
+func pullServer(t *testing.T, vis string, maxAttempts int, messageIDs ...string) (*Server, *pullFixture) {
 	t.Helper()
 	rs := redistest.Start(t)
 	srv := startServer(t, fmt.Sprintf(`
@@ -491,13 +492,33 @@ tenants:
     sources:
       tw: {carrier: twilio, secret: %s}
     destinations:
-      inbox: {type: pull, token: %s, visibility_timeout: 200ms, retry: {max_attempts: %d}}
+      inbox: {type: pull, token: %s, visibility_timeout: %s, retry: {max_attempts: %d}}
     routes:
       - to: [inbox]
-`, rs.URL(), token, pullToken, maxAttempts), &syncWriter{})
+`, rs.URL(), token, pullToken, vis, maxAttempts), &syncWriter{})
 	base := "http://" + srv.IngressAddr
 	for _, id := range messageIDs {
 		sendSimulated(t, carrier.Config{Carrier: "twilio", Secret: token}, "inbound", carrier.SimMessage{MessageID: id, Text: "hi"}, base+"/hooks/acme/tw")
 	}
 	return srv, &pullFixture{srv: &httptest.Server{URL: base}}
+}
+
+// TestPullResumeHistory: an event sent again because its stream
+// reconnected (Last-Event-ID) has that in its history, not a lapsed
+// visibility timeout.
+func TestPullResumeHistory(t *testing.T) {
+	srv, f := pullServer(t, "60s", 3, "SM00000000000000000000000000000c01", "SM00000000000000000000000000000c02")
+	s := f.stream(t, "?max=10", "")
+	id1, _ := s.next(t)
+	_, e2 := s.next(t)
+	s.close()
+	r := f.stream(t, "?max=10", id1)
+	if _, again := r.next(t); again.Event.ID != e2.Event.ID || again.Attempt != 2 {
+		t.Fatalf("resumed with %+v, want the second event as attempt 2", again)
+	}
+	waitUntil(t, "the history of the event sent again", func() bool {
+		h, _, err := srv.store.History(context.Background(), "acme", e2.Event.ID)
+		return err == nil && len(h.Attempts) == 1 && h.Attempts[0].Attempt == 1 && h.Attempts[0].Outcome == "retry" &&
+			strings.Contains(h.Attempts[0].Error, "stream reconnected")
+	})
 }

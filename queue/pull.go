@@ -245,23 +245,27 @@ type PullOutcome struct {
 //
 // KEYS[1] stream, KEYS[2] dlq, KEYS[3] counters. ARGV[1] visibility ms,
 // ARGV[2] max attempts, ARGV[3] destination, ARGV[4] now unix ms, ARGV[5]
-// dead-letter error format, ARGV[6] at most this many looked at.
+// dead-letter error format, ARGV[6] at most this many looked at, ARGV[7]
+// the first entry id to look at.
 //
-// Returns the dead-lettered {event id, attempts}.
+// Returns {the dead-lettered {event id, attempts}..., the last id looked
+// at, how many were looked at}.
 var pullSweepScript = redis.NewScript(`
 local stream, dlq, counts = KEYS[1], KEYS[2], KEYS[3]
 local maxAttempts, dest, now, errmsg = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local out, dead = {}, {}
 ` + pullCommon + `
-local expired = redis.pcall('XPENDING', stream, 'sb', 'IDLE', ARGV[1], '-', '+', ARGV[6])
-if type(expired) ~= 'table' or expired.err then return {} end
+local expired = redis.pcall('XPENDING', stream, 'sb', 'IDLE', ARGV[1], ARGV[7], '+', ARGV[6])
+if type(expired) ~= 'table' or expired.err then return {{}, '', 0} end
+local last = ''
 for _, e in ipairs(expired) do
+  last = e[1]
   local r = redis.call('XRANGE', stream, e[1], e[1])
   local a = 0
   if r[1] then a = tonumber(field(r[1][2], 'a') or '0') or 0 end
   if not r[1] or a + tonumber(e[4]) >= maxAttempts then handOut(e[1], tonumber(e[4])) end
 end
-return dead
+return {dead, last, #expired}
 `)
 
 // PullSweep dead-letters the events of p's destination whose last
@@ -274,16 +278,38 @@ func (s *Store) PullSweep(ctx context.Context, p *Pull) ([]PullOutcome, error) {
 		return nil, err
 	}
 	keys := []string{streamKey(p.Tenant, p.Destination), dlqKey(p.Tenant), countsKey(p.Tenant)}
-	res, err := pullSweepScript.Run(ctx, s.rdb, keys, max(p.Visibility.Milliseconds(), 1), p.MaxAttempts,
-		p.Destination, millis(p.now()), PullDeadError, 100).Slice()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, unavailable("pull sweep", err)
-	}
-	dead, ok := deadFromReply(res)
-	if !ok {
-		return nil, unavailable("pull sweep", errUnexpectedReply)
+	const page, pages = 100, 50 // an app's expired hand-outs with some left come before
+	var dead []PullOutcome
+	start := "-"
+	for range pages {
+		res, err := pullSweepScript.Run(ctx, s.rdb, keys, max(p.Visibility.Milliseconds(), 1), p.MaxAttempts,
+			p.Destination, millis(p.now()), PullDeadError, page, start).Slice()
+		if err != nil {
+			return dead, unavailable("pull sweep", err)
+		}
+		list, _ := res[0].([]any)
+		d, ok := deadFromReply(list)
+		if !ok || len(res) != 3 {
+			return dead, unavailable("pull sweep", errUnexpectedReply)
+		}
+		dead = append(dead, d...)
+		last := toString(res[1])
+		if toInt64(res[2]) < page || last == "" {
+			break
+		}
+		start = nextID(last)
 	}
 	return dead, nil
+}
+
+// nextID is the stream entry id right after id ("<ms>-<seq>").
+func nextID(id string) string {
+	ms, seq, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return id
+	}
+	return ms + "-" + strconv.FormatUint(n+1, 10)
 }
 
 // deadFromReply reads the scripts' list of dead-lettered {event id,
@@ -302,6 +328,10 @@ func deadFromReply(v []any) (dead []PullOutcome, ok bool) {
 // PullDeadError is the last error of a dead-lettered pull event (%d: its
 // hand-outs).
 const PullDeadError = "not acknowledged after %d hand-outs (visibility timeout passed each time)"
+
+// PullResumeDeadError is the last error of a pull event dead-lettered when
+// a reconnecting stream would have had it sent again past max attempts.
+const PullResumeDeadError = "not acknowledged after %d hand-outs (the last sent again when its stream reconnected)"
 
 func sessionKey(tenant, dest, session string) string {
 	return tenantPrefix(tenant) + "pull:" + dest + ":" + session
@@ -359,7 +389,7 @@ func (s *Store) PullResume(ctx context.Context, p *Pull, lastReceipt string) ([]
 	keys := []string{streamKey(p.Tenant, p.Destination), dlqKey(p.Tenant), countsKey(p.Tenant),
 		sessionKey(p.Tenant, p.Destination, r.Session), sessionKey(p.Tenant, p.Destination, p.Session)}
 	res, err := pullResumeScript.Run(ctx, s.rdb, keys, r.Seq, p.MaxAttempts, p.Destination,
-		millis(p.now()), p.Seq, max(p.Visibility.Milliseconds(), 1), PullDeadError).Slice()
+		millis(p.now()), p.Seq, max(p.Visibility.Milliseconds(), 1), PullResumeDeadError).Slice()
 	if err != nil {
 		return nil, nil, unavailable("pull resume", err)
 	}

@@ -281,3 +281,36 @@ func TestPullSweep(t *testing.T) {
 		}
 	})
 }
+
+// TestPullSweepPages: spent hand-outs behind more than a page of expired
+// ones that still have hand-outs left are swept too.
+func TestPullSweepPages(t *testing.T) {
+	bothStores(t, func(t *testing.T, s *Store, rdb *redis.Client) {
+		ctx := ctxT(t)
+		const vis = 50 * time.Millisecond
+		var entries []*Entry
+		for i := 1; i <= 150; i++ {
+			entries = append(entries, entry(i, "inbox"))
+		}
+		mustEnqueue(t, s, entries...)
+		if hs := mustPull(t, s, pullArgs(100, vis, 2)); len(hs) != 100 { // the first 100: 1 hand-out each
+			t.Fatalf("pull = %d", len(hs))
+		}
+		time.Sleep(vis + 20*time.Millisecond)
+		// the other 50 are handed out now, and again after they expire:
+		// spent, behind the 100
+		if hs, _, err := s.Pull(ctx, &Pull{Tenant: tenant, Destination: "inbox", Max: 50, Visibility: time.Hour, MaxAttempts: 2}); err != nil || len(hs) != 50 {
+			t.Fatalf("pull of the rest = %d, %v", len(hs), err)
+		}
+		for i := 101; i <= 150; i++ { // spent: as if handed out twice
+			id := rdb.XRange(ctx, streamKey(tenant, "inbox"), "-", "+").Val()[i-1].ID
+			if err := rdb.Do(ctx, "XCLAIM", streamKey(tenant, "inbox"), "sb", "pull", 0, id, "RETRYCOUNT", 2, "IDLE", 3600000, "JUSTID").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dead, err := s.PullSweep(ctx, pullArgs(0, vis, 2))
+		if err != nil || len(dead) != 50 {
+			t.Fatalf("sweep = %d dead, %v; want the 50 spent ones behind the first page", len(dead), err)
+		}
+	})
+}
