@@ -119,7 +119,9 @@ func (w *Worker) noteRead(st *state, want map[string]int, jobs []queue.Job) (rep
 // destination that could otherwise be read.
 func (w *Worker) tenantRateHeld(st *state) {
 	for _, t := range st.dests {
-		w.noteRate(t, len(t.slots) < cap(t.slots) && t.breaker.State() != gobreaker.StateOpen)
+		// only those gates could read: no other read would end the hold
+		w.noteRate(t, len(t.slots) < cap(t.slots) && t.breaker.State() != gobreaker.StateOpen &&
+			!t.cfg.Ordered && t.lease.Load() == leaseFree)
 	}
 }
 
