@@ -110,11 +110,11 @@ func (g *Gateway) hook(w http.ResponseWriter, r *http.Request) {
 	// carrier's retry with the same nonce is accepted.
 	nonceKey := ""
 	if proof.Nonce != "" {
-		for n := range strings.SplitSeq(proof.Nonce, "\n") { // several: all must be fresh
-			if nonceKey != "" {
-				nonceKey += "\n"
-			}
-			nonceKey += sid + ":" + n
+		// One key per nonce, '\n'-separated (queue.Store.Claim); a '\n'
+		// inside one (signed data of the carrier's) is escaped.
+		nonceKey = sid + ":" + strings.ReplaceAll(proof.Nonce, "\n", "%0A")
+		if proof.Also != "" {
+			nonceKey += "\n" + sid + ":" + strings.ReplaceAll(proof.Also, "\n", "%0A")
 		}
 		hold := nonceHold
 		if s.cfg.Passthrough != nil { // the app's answer is awaited while the claim holds

@@ -43,10 +43,11 @@ type Request struct {
 // the whole request verified.
 type Proof struct {
 	// Nonce, when not empty, must not have been seen before within TTL.
-	// A request carrying several (Plivo's V2 and V3) gives them all,
-	// separated by '\n': each must be fresh, and each is remembered.
 	Nonce string
-	TTL   time.Duration
+	// Also is a second nonce the request carries (Plivo's V2 beside V3),
+	// fresh and remembered like Nonce.
+	Also string
+	TTL  time.Duration
 }
 
 // Response is the answer the carrier expects.

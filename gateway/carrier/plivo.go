@@ -65,9 +65,9 @@ func (c *Plivo) Verify(r *Request) (Proof, error) {
 	if nonce == "" || sigs == "," {
 		return Proof{}, badSignature("plivo", "missing X-Plivo-Signature-V2 (or -V3) and nonce headers")
 	}
-	remember := nonce
+	also := ""
 	if v2Nonce != "" && v2Nonce != nonce {
-		remember = v2Nonce + "\n" + nonce
+		also = v2Nonce
 	}
 	var u *url.URL
 	for _, cand := range urlCandidates(stripFragment(r.URL)) {
@@ -100,7 +100,7 @@ func (c *Plivo) Verify(r *Request) (Proof, error) {
 			mac := m.Sum(nil)
 			for sig := range strings.SplitSeq(sigs, ",") {
 				if equalBase64(strings.TrimSpace(sig), mac) {
-					return Proof{Nonce: remember, TTL: plivoNonceTTL}, nil
+					return Proof{Nonce: nonce, Also: also, TTL: plivoNonceTTL}, nil
 				}
 			}
 		}

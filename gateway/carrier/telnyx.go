@@ -242,8 +242,8 @@ func parseTimeIn(s string, layouts ...string) *switchboard.Time {
 	return nil
 }
 
-// plusBack turns a space before a trailing zone offset ("… 00:00",
-// "… 0100") back into the '+' a form decoding made of it.
+// plusBack turns a space before a trailing zone offset ("… 00:00") back
+// into the '+' a form decoding made of it.
 func plusBack(s string) string {
 	i := strings.LastIndexByte(s, ' ')
 	if i < 0 || i+5 > len(s) || !isDigits(s[i+1:i+3]) {
