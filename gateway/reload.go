@@ -64,7 +64,14 @@ func (s *Server) runWorker(tid string, w *delivery.Worker) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		_ = w.Run(ctx)
+		_ = w.Run(ctx) // returns once its attempts in flight have ended
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.workers[tid] == nil && !s.stopping {
+			// Removed by a reload: an attempt that ended after the reload
+			// dropped the tenant's series may have written one again.
+			s.metrics.forgetTenant(tid)
+		}
 	}()
 }
 

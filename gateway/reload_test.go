@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -439,4 +440,50 @@ func TestMetricsAfterRemoval(t *testing.T) {
 			t.Errorf("%s of a destination no longer read:\n%s", name, grepLines(string(metrics), `"old"`))
 		}
 	}
+}
+
+// TestRemovedTenantSeriesGoAfterItsAttempts: a series of a removed tenant
+// written after the reload dropped them (an attempt in flight that ended
+// between its check and its write) goes once the tenant's last attempt has
+// ended.
+func TestRemovedTenantSeriesGoAfterItsAttempts(t *testing.T) {
+	rs := redistest.Start(t)
+	release := make(chan struct{})
+	var got atomic.Bool
+	slow := newRecorder(t, func() int { got.Store(true); <-release; return http.StatusOK })
+	globex := fmt.Sprintf(`  globex:
+    sources:
+      tw: {carrier: twilio, secret: %s}
+    destinations:
+      app: {url: %q, secret: %s}
+    routes: [{to: [app]}]
+`, token, slow.URL, whsec)
+	acme := fmt.Sprintf(`  acme:
+    destinations:
+      app: {url: "https://app.example.com", secret: %s}
+`, whsec)
+	s := mustServer(t, serverConfig(rs.URL(), acme+globex))
+	if code, _ := postTwilio(t, s.IngressAddr, "globex", "tw", statusForm("SM1"), true); code != http.StatusOK {
+		t.Fatalf("callback = %d", code)
+	}
+	waitUntil(t, "the attempt in flight", got.Load)
+	writeConfig(t, s.file, serverConfig(rs.URL(), acme))
+	if err := s.ReloadFile(s.file); err != nil {
+		t.Fatal(err)
+	}
+	s.metrics.attempt("globex", "app", 1, "delivered", time.Millisecond) // the late write
+	globexSeries := func() string {
+		resp, err := http.Get("http://" + s.AdminAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return grepLines(string(b), `tenant="globex"`)
+	}
+	if globexSeries() == "" {
+		t.Fatal("the late write left no series: the test shows nothing")
+	}
+	close(release)
+	waitUntil(t, "the removed tenant's series to go", func() bool { return globexSeries() == "" })
 }
