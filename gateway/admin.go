@@ -69,11 +69,17 @@ func newAdmin(s *Server) *admin {
 // there is no such endpoint), for a 405 rather than a 404 when r's method
 // is the wrong one.
 func (a *admin) methodsFor(r *http.Request) []string {
+	return methodsAt(a.mux, r, "/admin/", http.MethodGet, http.MethodPost, http.MethodDelete)
+}
+
+// methodsAt lists which of methods mux serves at r's path by a pattern
+// other than fallback (the catch-all answering 404 and 405).
+func methodsAt(mux *http.ServeMux, r *http.Request, fallback string, methods ...string) []string {
 	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+	for _, m := range methods {
 		probe := r.Clone(r.Context())
 		probe.Method = m
-		if _, pattern := a.mux.Handler(probe); pattern != "/admin/" && pattern != "" {
+		if _, pattern := mux.Handler(probe); pattern != fallback && pattern != "" {
 			allow = append(allow, m)
 		}
 	}

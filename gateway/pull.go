@@ -114,15 +114,7 @@ func (g *Gateway) pullRoutes(mux *http.ServeMux) {
 	// Anything else under /v1/pull/ gets a JSON error like the API's own:
 	// 405 with Allow for a known path, else 404.
 	mux.HandleFunc("/v1/pull/", func(w http.ResponseWriter, r *http.Request) {
-		var allow []string
-		for _, m := range []string{http.MethodGet, http.MethodPost} {
-			probe := r.Clone(r.Context())
-			probe.Method = m
-			if _, pattern := mux.Handler(probe); pattern != "/v1/pull/" && pattern != "" {
-				allow = append(allow, m)
-			}
-		}
-		if len(allow) > 0 {
+		if allow := methodsAt(mux, r, "/v1/pull/", http.MethodGet, http.MethodPost); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
 			pullError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here (allowed: "+strings.Join(allow, ", ")+")")
 			return

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -69,40 +70,48 @@ func (c *Plivo) Verify(r *Request) (Proof, error) {
 	if v2Nonce != "" && v2Nonce != nonce {
 		also = v2Nonce
 	}
+	matches := func(signed string) bool {
+		m := hmac.New(sha256.New, c.token)
+		m.Write([]byte(signed))
+		mac := m.Sum(nil)
+		for sig := range strings.SplitSeq(sigs, ",") {
+			if equalBase64(strings.TrimSpace(sig), mac) {
+				return true
+			}
+		}
+		return false
+	}
+	ok := Proof{Nonce: nonce, Also: also, TTL: plivoNonceTTL}
 	var u *url.URL
 	for _, cand := range urlCandidates(stripFragment(r.URL)) {
 		var err error
 		if u, err = url.Parse(cand); err != nil {
 			return Proof{}, badSignature("plivo", "request URL cannot be parsed")
 		}
-		var signed []string
 		if version == "V2" {
-			signed = []string{u.Scheme + "://" + u.Host + u.Path + nonce}
-		} else {
-			// The SDKs' params are the POST body, or for GET the decoded
-			// query (which then overrides the raw query pairs).
-			src := string(r.Body)
-			if isGet(r) {
-				src = u.RawQuery
+			if matches(u.Scheme + "://" + u.Host + u.Path + nonce) {
+				return ok, nil
 			}
-			vs, err := url.ParseQuery(src)
-			if err != nil {
-				return Proof{}, badSignature("plivo", "parameters are not a valid form, so their V3 signature cannot be computed")
-			}
-			signed = []string{plivoV3String(u, r.Method, firstValues(vs), nonce)}
-			if d, ok := plivoV3Decoded(u, r.Method, firstValues(vs), nonce); ok && d != signed[0] {
-				signed = append(signed, d)
-			}
+			continue
 		}
-		for _, str := range signed {
-			m := hmac.New(sha256.New, c.token)
-			m.Write([]byte(str))
-			mac := m.Sum(nil)
-			for sig := range strings.SplitSeq(sigs, ",") {
-				if equalBase64(strings.TrimSpace(sig), mac) {
-					return Proof{Nonce: nonce, Also: also, TTL: plivoNonceTTL}, nil
-				}
-			}
+		// The SDKs' params are the POST body, or for GET the decoded query
+		// (which then overrides the raw query pairs).
+		src := string(r.Body)
+		if isGet(r) {
+			src = u.RawQuery
+		}
+		vs, err := url.ParseQuery(src)
+		if err != nil {
+			return Proof{}, badSignature("plivo", "parameters are not a valid form, so their V3 signature cannot be computed")
+		}
+		params := firstValues(vs)
+		raw := plivoV3String(u, r.Method, params, nonce)
+		if matches(raw) {
+			return ok, nil
+		}
+		// only when the Go SDK's string did not match: as Python's and Node's
+		if d, valid := plivoV3Decoded(u, r.Method, params, nonce); valid && d != raw && matches(d) {
+			return ok, nil
 		}
 	}
 	u, _ = url.Parse(stripFragment(r.URL))
@@ -151,13 +160,8 @@ func plivoV3Decoded(u *url.URL, method string, params map[string]string, nonce s
 	if err != nil {
 		return "", false
 	}
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var qs strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(q)) {
 		for _, v := range slices.Sorted(slices.Values(q[k])) {
 			if qs.Len() > 0 {
 				qs.WriteByte('&')
@@ -192,13 +196,8 @@ func plivoQueryMap(raw string) map[string]string {
 }
 
 func plivoSorted(m map[string]string, query bool) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var b strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		b.WriteString(k)
 		if query {
 			b.WriteByte('=')

@@ -246,22 +246,13 @@ func parseTimeIn(s string, layouts ...string) *switchboard.Time {
 // into the '+' a form decoding made of it.
 func plusBack(s string) string {
 	i := strings.LastIndexByte(s, ' ')
-	if i < 0 || i+5 > len(s) || !isDigits(s[i+1:i+3]) {
+	if i < 0 || i+5 > len(s) || !allDigits(s[i+1:i+3]) {
 		return s
 	}
-	if z := s[i+1:]; len(z) == 5 && (z[2] == ':' && isDigits(z[3:]) || isDigits(z)) {
+	if z := s[i+1:]; len(z) == 5 && (z[2] == ':' && allDigits(z[3:]) || allDigits(z)) {
 		return s[:i] + "+" + z
 	}
 	return s
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // Reply is an empty 200, which Telnyx must have within 2 s.
